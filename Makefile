@@ -1,0 +1,41 @@
+# Set-up and the two main jobs. Every target installs what it needs into .venv first.
+# GPU users: install the torch build you want into .venv first, or set TORCH_SPEC.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+TASK ?= benchmarks/tinymath
+JOBS ?= 2
+# the embedded benchmark's representative experiments for the demo (quick variant)
+DEMO_FILTER ?= full-finetuning/*,lora/tiny-llama-rank8*,ia3/*,prompt_tuning/*
+
+.PHONY: install demo test lint format
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test,distributed,methods]"
+	touch $@
+
+install: $(BIN)/.installed
+
+# The main job: a handful of representative experiments of the embedded benchmark (quick
+# variant), a summary table, and the HTML report.
+demo: install
+	$(BIN)/peftbench sweep $(TASK) --quick --force --jobs $(JOBS) --filter '$(DEMO_FILTER)'
+	$(BIN)/peftbench report $(TASK) --include-temporary -o report.html
+
+# The tests (fast ones; `make test PYTEST_ARGS="-m slow"` for the slow ones).
+test: install
+	bash scripts/install_browser.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/peftbench lint benchmarks/tinymath benchmarks/MetaMathQA
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .

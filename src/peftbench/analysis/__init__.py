@@ -1,0 +1,1 @@
+"""Pure analysis of result records: aggregation, Pareto frontiers, statistics."""

@@ -1,0 +1,87 @@
+"""The `peftbench` command line: one sub-command per module in `peftbench.commands`.
+
+Sub-command modules are imported only when used, so that `peftbench --help` and `peftbench run`
+do not pay for gradio, ray or plotly imports. Each module defines `HELP` (one line),
+`add_arguments(parser)` and `main(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from peftbench.errors import BadInput, RunFailed
+
+# name -> module in peftbench.commands (module names cannot contain "-")
+COMMANDS = {
+    "run": "run",
+    "config": "config",
+    "sweep": "sweep",
+    "list": "list_",
+    "lint": "lint",
+    "app": "app",
+    "report": "report",
+    "table": "table",
+    "pareto": "pareto",
+    "compare": "compare",
+    "make-base-model": "make_base_model",
+}
+
+# One-line descriptions for the top-level help, kept here so that help imports nothing heavy.
+SUMMARIES = {
+    "run": "run one experiment folder and write its result file",
+    "config": "show the training parameters with their documentation (--explain)",
+    "sweep": "run every pending experiment of a task, locally in parallel or on Ray",
+    "list": "list the experiments of a task and whether each is pending",
+    "lint": "check experiments and results against the contribution rules",
+    "app": "start the Gradio dashboard",
+    "report": "write a self-contained HTML report",
+    "table": "print the results table (csv, markdown, json)",
+    "pareto": "print the Pareto frontier of two metrics",
+    "compare": "compare two experiments with confidence intervals and paired tests",
+    "make-base-model": "rebuild the embedded benchmark's tiny base model and tokenizer",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"peftbench.commands.{COMMANDS[name]}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peftbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, summary in SUMMARIES.items():
+        sp = sub.add_parser(name, help=summary, description=summary)
+        if name == command:
+            _load(name).add_arguments(sp)
+    return parser
+
+
+def _version() -> str:
+    from peftbench import __version__
+
+    return f"peftbench {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    command = command if command in COMMANDS else None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    verbose = getattr(args, "verbose", False)
+    try:
+        return int(_load(args.command).main(args) or 0)
+    except (BadInput, RunFailed) as exc:
+        if verbose:
+            raise
+        print(f"peftbench {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"peftbench {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Sub-command modules of the `peftbench` CLI (see peftbench.cli)."""

@@ -1,0 +1,1 @@
+"""Gradio dashboard and static HTML report: thin layers over peftbench.analysis."""

@@ -1,0 +1,119 @@
+"""The result record: one JSON file per run, its schema version, atomic writes and loading.
+
+The file keeps the reference suite's three sections and keys (huggingface/peft
+`method_comparison`), so that its files and ours are interchangeable:
+
+- run_info: created_at, total_time, experiment_name ("<method>/<name>"), peft_branch,
+  peft_worktree_is_dirty, train_config, peft_config, error_msg
+- train_info: accelerator_memory_reserved_avg, accelerator_memory_max,
+  accelerator_memory_reserved_99th, train_time, file_size, num_trainable_params,
+  num_total_params, status, metrics (one dict per evaluation, then a final dict with
+  "test accuracy", "train total tokens", "forgetting")
+- meta_info: model_info, dataset_info, package_info, system_info, pytorch_info
+
+Our additions sit beside those keys (readers must not require them; the reference's files lack them):
+
+- top level: "schema_version" (SCHEMA_VERSION)
+- run_info: task_name, task_version, seed, project_commit, project_dirty, cli_overrides
+- train_info: device ("cuda", "cpu", ...), memory_kind ("accelerator" or "process_rss": on a CPU
+  the accelerator_memory_* fields hold the process's resident memory), memory_allocated_avg,
+  test_correct (per-item test correctness as a string of "0"/"1" in test order),
+  test_items_hash (sha256 of the test queries in order; runs pair only when it matches)
+- meta_info: model_info.fingerprint (sha256 of the weight files), dataset_info.fingerprint
+  (sha256 of all data splits)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from peftbench.errors import BadInput
+
+SCHEMA_VERSION = 1
+SECTIONS = ("run_info", "train_info", "meta_info")
+
+
+class TrainStatus(str, Enum):
+    SUCCESS = "success"
+    CANCELED = "canceled"
+    FAILED = "failed"
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_json_safe(data), f, indent=2, ensure_ascii=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and inf are not JSON: store them as null (a metric that could not be computed)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    """Load and check one result file (ours or the reference's). Raises BadInput naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read result file ({exc})") from None
+    problem = validate_result(data)
+    if problem:
+        raise BadInput(f"{path}: not a peftbench/PEFT result file: {problem}")
+    return data
+
+
+def validate_result(data: Any) -> str:
+    """Return '' when `data` has the reference's structure, else what is wrong."""
+    if not isinstance(data, dict):
+        return "top level is not an object"
+    for section in SECTIONS:
+        if not isinstance(data.get(section), dict):
+            return f'missing section "{section}"'
+    version = data.get("schema_version", 0)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        return f"schema_version {version!r} is newer than this peftbench understands ({SCHEMA_VERSION})"
+    run_info, train_info = data["run_info"], data["train_info"]
+    if not isinstance(run_info.get("experiment_name"), str):
+        return "run_info.experiment_name is missing"
+    if train_info.get("status") not in {s.value for s in TrainStatus}:
+        return f"train_info.status {train_info.get('status')!r} is not one of success, canceled, failed"
+    if not isinstance(train_info.get("metrics"), list):
+        return "train_info.metrics is not a list"
+    return ""
+
+
+def final_metrics(data: dict[str, Any]) -> dict[str, Any]:
+    """The final metrics dict (the one holding "test accuracy"), or {} for a run that did not finish."""
+    for entry in reversed(data["train_info"].get("metrics") or []):
+        if isinstance(entry, dict) and "test accuracy" in entry:
+            return entry
+    return {}

@@ -1,0 +1,1 @@
+"""Sweep backends: local subprocesses and Ray."""
