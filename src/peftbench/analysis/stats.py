@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from peftbench.errors import BadInput
+from peftbench.errors import BadInput, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -101,3 +105,413 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
     if successes == n:
         high = 1.0
     return Interval(successes / n, low, high, n, confidence)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-item data and paired comparisons of test accuracy
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_BOOTSTRAP = 10_000
+# Column names of the per-item data in the aggregated runs table (peftbench.analysis.aggregate).
+CORRECT_COLUMN = "test_correct"
+HASH_COLUMN = "test_items_hash"
+ACCURACY_COLUMN = "test_accuracy"
+
+
+@dataclass(frozen=True)
+class ItemRun:
+    """One run's per-item test correctness: the unit that paired statistics work on."""
+
+    correct: np.ndarray  # bool, one per test item, in test order
+    items_hash: str  # sha256 of the test queries in order: runs pair only when it is equal
+    seed: int = 0
+    source: str = ""  # where it came from (a file path), for error messages
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if len(self.correct) else math.nan
+
+
+def parse_correct(text: object, *, source: str = "") -> np.ndarray:
+    """Decode train_info.test_correct ("0110...") into a bool array; BadInput naming `source` if malformed."""
+    where = f"{source}: " if source else ""
+    if not isinstance(text, str):
+        raise BadInput(f"{where}train_info.test_correct must be a string of 0/1, got {type(text).__name__}")
+    if text.strip("01"):
+        bad = next(ch for ch in text if ch not in "01")
+        raise BadInput(f"{where}train_info.test_correct holds {bad!r}; only 0 and 1 may appear")
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8) == ord("1")
+
+
+def item_run_from_record(record: dict, *, source: str = "") -> ItemRun:
+    """The per-item data of one result record; BadInput saying it is missing (reference files lack it)."""
+    where = f"{source}: " if source else ""
+    train_info = record.get("train_info") or {}
+    if train_info.get("test_correct") is None:
+        raise BadInput(
+            f"{where}per-item data is missing (no train_info.test_correct; files of the reference suite and "
+            "runs that did not finish do not have it), so paired tests cannot use this run"
+        )
+    items_hash = train_info.get("test_items_hash")
+    if not isinstance(items_hash, str) or not items_hash:
+        raise BadInput(f"{where}train_info.test_items_hash is missing, so its test items cannot be matched")
+    seed = (record.get("run_info") or {}).get("seed") or 0
+    return ItemRun(parse_correct(train_info["test_correct"], source=source), items_hash, int(seed), source)
+
+
+def _check_pairable(a_runs: Sequence[ItemRun], b_runs: Sequence[ItemRun]) -> None:
+    """Every run must have been scored on the same test items in the same order, or pairing is wrong."""
+    if not a_runs or not b_runs:
+        raise BadInput("paired comparison needs at least one run on each side")
+    first = a_runs[0]
+    for run in [*a_runs, *b_runs]:
+        if run.items_hash != first.items_hash:
+            raise BadInput(
+                f"test sets differ: {run.source or 'a run'} has test_items_hash {run.items_hash[:12]}..., "
+                f"{first.source or 'another run'} has {first.items_hash[:12]}...; runs on different test "
+                "items cannot be paired"
+            )
+        if len(run.correct) != len(first.correct):
+            raise BadInput(
+                f"test sets differ: {run.source or 'a run'} has {len(run.correct)} test items, "
+                f"{first.source or 'another run'} has {len(first.correct)}; they cannot be paired"
+            )
+    if len(first.correct) == 0:
+        raise BadInput(f"{first.source or 'a run'}: no test items to compare")
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Accuracy of A minus accuracy of B on the same test items, with CI and two-sided p-value."""
+
+    acc_a: float
+    acc_b: float
+    diff: float
+    low: float
+    high: float
+    p_value: float
+    n_items: int
+    n_seeds_a: int
+    n_seeds_b: int
+    method: str
+    confidence: float = 0.95
+    # one seed each: items only A got right / only B got right (the discordant pairs McNemar uses)
+    only_a: int | None = None
+    only_b: int | None = None
+
+
+def newcombe_paired_interval(table: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's (1998, method 10) hybrid score interval for p1 - p2 from a paired 2x2 table.
+
+    table[i][j] counts items with A in state i and B in state j (0 = correct, 1 = wrong), so
+    p1 = row-0 total / n and p2 = column-0 total / n. Hand-written because neither statsmodels nor
+    scipy has a paired difference interval; it squares and adds the Wilson limits (statsmodels) of
+    the two marginal proportions, corrected for their correlation phi.
+    """
+    t = np.asarray(table, dtype=float)
+    n = t.sum()
+    a, b, c, d = t[0, 0], t[0, 1], t[1, 0], t[1, 1]
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = proportion_confint(a + b, n, alpha=1 - confidence, method="wilson")
+    l2, u2 = proportion_confint(a + c, n, alpha=1 - confidence, method="wilson")
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = 0.0
+    if margins > 0:
+        # Newcombe's continuity-corrected phi: positive ad - bc shrinks by n/2, and to 0 below that.
+        cross = a * d - b * c
+        if cross > n / 2:
+            phi = (cross - n / 2) / math.sqrt(margins)
+        elif cross < 0:
+            phi = cross / math.sqrt(margins)
+    diff = p1 - p2
+    dl = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    du = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return max(-1.0, float(diff - dl)), min(1.0, float(diff + du))
+
+
+def _mcnemar_comparison(a: ItemRun, b: ItemRun, confidence: float) -> PairedComparison:
+    both = int(np.sum(a.correct & b.correct))
+    only_a = int(np.sum(a.correct & ~b.correct))
+    only_b = int(np.sum(~a.correct & b.correct))
+    neither = int(np.sum(~a.correct & ~b.correct))
+    table = np.array([[both, only_a], [only_b, neither]])
+    # exact=True: the binomial test on the discordant pairs, valid for few disagreements.
+    p_value = float(mcnemar(table, exact=True).pvalue)
+    low, high = newcombe_paired_interval(table, confidence)
+    return PairedComparison(
+        acc_a=a.accuracy,
+        acc_b=b.accuracy,
+        diff=a.accuracy - b.accuracy,
+        low=low,
+        high=high,
+        p_value=min(1.0, p_value),
+        n_items=len(a.correct),
+        n_seeds_a=1,
+        n_seeds_b=1,
+        method="exact McNemar test, Newcombe hybrid score interval",
+        confidence=confidence,
+        only_a=only_a,
+        only_b=only_b,
+    )
+
+
+def _bootstrap_replicates(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int, rng: np.random.Generator, block_elements: int = 2_000_000
+) -> np.ndarray:
+    """Differences of mean accuracy under a two-level resampling of items and seeds.
+
+    Hand-written because scipy.stats.bootstrap resamples along one axis only, while here the
+    items are resampled jointly for A and B (they are paired: the same questions), and the seeds
+    of each experiment are resampled independently (seed k of A and seed k of B share nothing
+    that makes them a pair; treating them as independent is the conservative choice and allows
+    different seed counts). a, b: (seeds, items) 0/1 matrices.
+    """
+    n_items = a.shape[1]
+    block = max(1, block_elements // n_items)
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, block):
+        m = min(block, n_boot - start)
+        idx = rng.integers(0, n_items, size=(m, n_items))
+        offsets = (np.arange(m) * n_items)[:, None]
+        # item weights: how often each item was drawn in each replicate
+        weights = np.bincount((idx + offsets).ravel(), minlength=m * n_items).reshape(m, n_items)
+        acc = []
+        for mat in (a, b):
+            k = mat.shape[0]
+            per_seed = (mat @ weights.T).T / n_items  # (m, seeds): accuracy of each seed on the resample
+            seed_counts = rng.multinomial(k, np.full(k, 1.0 / k), size=m)
+            acc.append((per_seed * seed_counts).sum(axis=1) / k)
+        out[start : start + m] = acc[0] - acc[1]
+    return out
+
+
+def _bootstrap_comparison(
+    a_runs: Sequence[ItemRun], b_runs: Sequence[ItemRun], *, confidence: float, n_boot: int, rng_seed: int
+) -> PairedComparison:
+    a = np.stack([r.correct for r in a_runs]).astype(float)
+    b = np.stack([r.correct for r in b_runs]).astype(float)
+    diff = float(a.mean() - b.mean())
+    reps = _bootstrap_replicates(a, b, n_boot=n_boot, rng=np.random.default_rng(rng_seed))
+    alpha = 1 - confidence
+    low, high = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    # Two-sided p-value of "no difference": how often the bootstrap distribution, shifted to be
+    # centred on 0, lands at least as far from 0 as the observed difference (the +1s keep p > 0
+    # for a finite number of replicates). Identical runs give p = 1.
+    extreme = np.sum(np.abs(reps - diff) >= abs(diff) - 1e-12)
+    p_value = float((1 + extreme) / (1 + n_boot))
+    return PairedComparison(
+        acc_a=float(a.mean()),
+        acc_b=float(b.mean()),
+        diff=diff,
+        low=float(low),
+        high=float(high),
+        p_value=min(1.0, p_value),
+        n_items=a.shape[1],
+        n_seeds_a=a.shape[0],
+        n_seeds_b=b.shape[0],
+        method=f"paired bootstrap over items and seeds ({n_boot} resamples, rng seed {rng_seed})",
+        confidence=confidence,
+    )
+
+
+def paired_comparison(
+    a_runs: Sequence[ItemRun],
+    b_runs: Sequence[ItemRun],
+    *,
+    confidence: float = 0.95,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    rng_seed: int = 0,
+    method: Literal["auto", "mcnemar", "bootstrap"] = "auto",
+) -> PairedComparison:
+    """Compare the test accuracy of experiment A (its runs, one per seed) with experiment B's.
+
+    method="auto": one seed each -> exact McNemar test on the items and Newcombe's paired interval
+    for the difference; more seeds on either side -> a seeded, deterministic paired bootstrap over
+    items and seeds (percentile interval). "bootstrap" uses the bootstrap for one seed too.
+    Raises BadInput when the runs were not scored on the same test items.
+    """
+    _check_confidence(confidence)
+    if method not in ("auto", "mcnemar", "bootstrap"):
+        raise BadInput(f"method must be auto, mcnemar or bootstrap, got {method!r}")
+    if n_boot < 100:
+        raise BadInput(f"n_boot must be at least 100 for a usable bootstrap, got {n_boot}")
+    a_runs, b_runs = list(a_runs), list(b_runs)
+    _check_pairable(a_runs, b_runs)
+    one_seed = len(a_runs) == 1 and len(b_runs) == 1
+    if method == "mcnemar" and not one_seed:
+        raise BadInput(
+            f"McNemar's test needs one run per experiment, got {len(a_runs)} and {len(b_runs)} seeds; "
+            "use the bootstrap"
+        )
+    if one_seed and method != "bootstrap":
+        return _mcnemar_comparison(a_runs[0], b_runs[0], confidence)
+    return _bootstrap_comparison(a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed)
+
+
+def compare_to_baseline(
+    runs: Mapping[str, Sequence[ItemRun]],
+    baseline: str,
+    *,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    rng_seed: int = 0,
+) -> pd.DataFrame:
+    """Compare every experiment in `runs` (name -> its runs) with `baseline`, Holm-corrected.
+
+    One row per other experiment, best first: acc, acc_baseline, diff (experiment minus baseline),
+    low/high (unadjusted confidence interval), p_value, p_holm (Holm's step-down adjustment over
+    all comparisons that could be made), significant (p_holm < alpha), n_items, n_seeds,
+    n_seeds_baseline, method, note. An experiment whose test set differs from the baseline's gets
+    a note and no p-value instead of a wrong pairing, and stays out of the Holm family.
+    """
+    if baseline not in runs:
+        raise BadInput(f'baseline "{baseline}" has no runs{did_you_mean(baseline, runs)}')
+    rows = []
+    for name, exp_runs in runs.items():
+        if name == baseline:
+            continue
+        row: dict = {"experiment": name, "note": ""}
+        try:
+            res = paired_comparison(
+                exp_runs, runs[baseline], confidence=confidence, n_boot=n_boot, rng_seed=rng_seed
+            )
+        except BadInput as exc:
+            row.update(n_seeds=len(exp_runs), n_seeds_baseline=len(runs[baseline]), note=str(exc))
+        else:
+            row.update(
+                acc=res.acc_a,
+                acc_baseline=res.acc_b,
+                diff=res.diff,
+                low=res.low,
+                high=res.high,
+                p_value=res.p_value,
+                n_items=res.n_items,
+                n_seeds=res.n_seeds_a,
+                n_seeds_baseline=res.n_seeds_b,
+                method=res.method,
+            )
+        rows.append(row)
+    columns = [
+        "experiment", "acc", "acc_baseline", "diff", "low", "high", "p_value", "p_holm", "significant",
+        "n_items", "n_seeds", "n_seeds_baseline", "method", "note",
+    ]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns)
+    table["n_items"] = table["n_items"].astype("Int64")
+    table["p_holm"] = holm(table["p_value"])
+    table["significant"] = (table["p_holm"] < alpha).astype("boolean").mask(table["p_holm"].isna())
+    return table.sort_values("diff", ascending=False, na_position="last", kind="stable").reset_index(
+        drop=True
+    )
+
+
+def holm(p_values: pd.Series) -> pd.Series:
+    """Holm-adjusted p-values (statsmodels multipletests) for the non-missing entries; NaN stays NaN."""
+    p = pd.to_numeric(p_values, errors="coerce").astype(float)
+    out = pd.Series(np.nan, index=p.index, dtype=float)
+    present = p.notna()
+    if present.any():
+        out[present] = multipletests(p[present].to_numpy(), method="holm")[1]
+    return out
+
+
+def best_comparisons(
+    runs: pd.DataFrame,
+    metric: str,
+    *,
+    higher_is_better: bool,
+    alpha: float = 0.05,
+    experiment_col: str = "experiment_name",
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    rng_seed: int = 0,
+) -> pd.DataFrame:
+    """Test every experiment against the best one on `metric`; the table column's details.
+
+    `runs` has one row per run (peftbench.analysis.aggregate). The best experiment has the best
+    mean over its seeds. Test accuracy with per-item data (columns test_correct and
+    test_items_hash) uses `paired_comparison`; any other case a Welch t-test across seeds
+    (scipy), which needs two seeds on both sides. p-values are Holm-corrected over the tests made.
+
+    Returns one row per experiment (index: experiment name): mean, n_seeds, is_best, p_value,
+    p_holm, tied_with_best (True: not significantly different from the best at `alpha`; False:
+    significantly worse; <NA>: cannot tell, e.g. one seed and no per-item data) and test (which
+    test, or why none).
+    """
+    for col in (experiment_col, metric):
+        if col not in runs.columns:
+            raise BadInput(f'no column "{col}" in the runs table{did_you_mean(col, map(str, runs.columns))}')
+    columns = ["mean", "n_seeds", "is_best", "p_value", "p_holm", "tied_with_best", "test"]
+    values = pd.to_numeric(runs[metric], errors="coerce")
+    data = runs.assign(_value=values)
+    means = data.groupby(experiment_col, sort=True)["_value"].mean().dropna()
+    if means.empty:
+        return pd.DataFrame(columns=columns).rename_axis(experiment_col)
+    best = means.idxmax() if higher_is_better else means.idxmin()
+    groups = {name: group for name, group in data.groupby(experiment_col, sort=True)}
+    rows = {}
+    for name, mean in means.items():
+        group = groups[name]
+        row = {"mean": mean, "n_seeds": int(group["_value"].notna().sum()), "is_best": name == best}
+        if name == best:
+            row.update(p_value=np.nan, test="best")
+        else:
+            row.update(
+                _test_against_best(group, groups[best], metric=metric, n_boot=n_boot, rng_seed=rng_seed)
+            )
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis(experiment_col)
+    table["p_holm"] = holm(table["p_value"])
+    tied = (table["p_holm"] >= alpha).astype("boolean").mask(table["p_holm"].isna())
+    tied[table["is_best"]] = True
+    table["tied_with_best"] = tied
+    return table[columns]
+
+
+def indistinguishable_from_best(
+    runs: pd.DataFrame,
+    metric: str,
+    *,
+    higher_is_better: bool,
+    alpha: float = 0.05,
+    experiment_col: str = "experiment_name",
+) -> pd.Series:
+    """Per experiment: True when not significantly different from the best on `metric`, False when
+    significantly worse, <NA> when it cannot be told (see `best_comparisons`)."""
+    table = best_comparisons(
+        runs, metric, higher_is_better=higher_is_better, alpha=alpha, experiment_col=experiment_col
+    )
+    return table["tied_with_best"]
+
+
+def _item_runs(group: pd.DataFrame) -> list[ItemRun] | None:
+    """The group's per-item data, or None when any run lacks it (reference files, older runs)."""
+    if CORRECT_COLUMN not in group.columns or HASH_COLUMN not in group.columns:
+        return None
+    if group[CORRECT_COLUMN].isna().any() or group[HASH_COLUMN].isna().any():
+        return None
+    sources = group["file"].astype(str) if "file" in group.columns else pd.Series("", index=group.index)
+    seeds = group["seed"] if "seed" in group.columns else pd.Series(0, index=group.index)
+    return [
+        ItemRun(parse_correct(c, source=src), str(h), int(s), src)
+        for c, h, s, src in zip(group[CORRECT_COLUMN], group[HASH_COLUMN], seeds, sources, strict=True)
+    ]
+
+
+def _test_against_best(
+    group: pd.DataFrame, best: pd.DataFrame, *, metric: str, n_boot: int, rng_seed: int
+) -> dict:
+    if metric == ACCURACY_COLUMN:
+        mine, theirs = _item_runs(group), _item_runs(best)
+        if mine is not None and theirs is not None:
+            try:
+                res = paired_comparison(mine, theirs, n_boot=n_boot, rng_seed=rng_seed)
+            except BadInput as exc:
+                return {"p_value": np.nan, "test": f"not paired: {exc}"}
+            return {"p_value": res.p_value, "test": res.method}
+    x, y = group["_value"].dropna().to_numpy(), best["_value"].dropna().to_numpy()
+    if len(x) < 2 or len(y) < 2:
+        return {"p_value": np.nan, "test": "needs 2+ seeds on both sides (or per-item data for accuracy)"}
+    p_value = float(sps.ttest_ind(x, y, equal_var=False).pvalue)
+    if math.isnan(p_value):  # both constant: equal means are no evidence of a difference
+        p_value = 1.0 if x.mean() == y.mean() else 0.0
+    return {"p_value": p_value, "test": "Welch t-test across seeds"}
