@@ -46,7 +46,7 @@ class TrainStatus(str, Enum):
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    """Write JSON to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

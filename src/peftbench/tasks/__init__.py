@@ -32,7 +32,9 @@ def available_tasks() -> dict[str, str]:
 def get_task(name: str) -> Task:
     tasks = available_tasks()
     if name not in tasks:
-        raise BadInput(f'unknown task "{name}"{did_you_mean(name, tasks)}; known tasks: {", ".join(sorted(tasks))}')
+        raise BadInput(
+            f'unknown task "{name}"{did_you_mean(name, tasks)}; known tasks: {", ".join(sorted(tasks))}'
+        )
     module_name, _, class_name = tasks[name].partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls()

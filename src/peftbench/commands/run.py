@@ -1,0 +1,73 @@
+"""`peftbench run`: one experiment folder to one result file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "run one experiment folder and write its result file"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="benchmarks/<task>/experiments/<method>/<name>")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log each evaluation as JSON on stderr; tracebacks"
+    )
+    parser.add_argument(
+        "--clean", action="store_true", help="delete the saved adapter after measuring its size"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="override the config's seed (one result per seed)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the task's quick variant (quick_training_params.json); never a main run",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training parameter (JSON value); never a main run",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for this run")
+
+
+def main(args: argparse.Namespace) -> int:
+    from peftbench.config import parse_overrides
+    from peftbench.experiment import resolve_experiment
+
+    experiment = resolve_experiment(args.experiment)
+    overrides = parse_overrides(args.overrides)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from peftbench.run import execute
+
+    outcome = execute(
+        experiment,
+        seed=args.seed,
+        quick=args.quick,
+        overrides=overrides,
+        verbose=args.verbose,
+        clean=args.clean,
+    )
+    final = outcome.record["train_info"]["metrics"][-1:] or [{}]
+    summary = {
+        "experiment": experiment.experiment_name,
+        "status": outcome.status,
+        "test accuracy": final[0].get("test accuracy"),
+        "forgetting": final[0].get("forgetting"),
+        "train time": round(outcome.record["train_info"]["train_time"], 1),
+        "result": str(outcome.path),
+    }
+    if outcome.record["run_info"]["error_msg"]:
+        summary["error"] = outcome.record["run_info"]["error_msg"]
+    print(json.dumps(summary))
+    if outcome.checkpoint_dir is not None:
+        print(f"adapter saved in {outcome.checkpoint_dir}", file=sys.stderr)
+    return 0 if outcome.status == "success" else 1

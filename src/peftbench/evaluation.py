@@ -1,0 +1,98 @@
+"""Evaluation: batched greedy generation for accuracy, and per-token loss for forgetting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from peftbench.tasks.base import Example, Task
+
+
+def generation_config(*, prompt_length: int, generation_kwargs: dict[str, Any], tokenizer: Any) -> Any:
+    """GenerationConfig for one batch. When both max_length and max_new_tokens are set, the smaller
+    total length wins (transformers accepts only one of them)."""
+    from transformers import GenerationConfig
+
+    kwargs = {k: v for k, v in generation_kwargs.items() if v is not None}
+    if "max_length" in kwargs and "max_new_tokens" in kwargs:
+        kwargs["max_length"] = min(kwargs.pop("max_new_tokens") + prompt_length, kwargs["max_length"])
+    kwargs.setdefault("do_sample", False)
+    kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+    return GenerationConfig(**kwargs)
+
+
+@dataclass
+class Generations:
+    completions: list[str]  # in the order of the prompts given
+    num_generated_tokens: int
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    *,
+    prompts: list[list[int]],
+    batch_size: int,
+    generation_kwargs: dict[str, Any],
+    progress: bool = False,
+) -> Generations:
+    """Greedy completions of tokenized prompts, batched with left padding.
+
+    Prompts are sorted by length so that each batch pads little; transformers stops a batch as soon
+    as every sequence has produced EOS. Results come back in the original order.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    completions: list[str] = [""] * len(prompts)
+    num_tokens = 0
+    device = next(model.parameters()).device
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc="generate", leave=False, disable=not progress):
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad(
+            {"input_ids": [prompts[i] for i in idx]}, return_tensors="pt", padding_side="left"
+        ).to(device)
+        prompt_length = batch["input_ids"].shape[1]
+        config = generation_config(
+            prompt_length=prompt_length, generation_kwargs=generation_kwargs, tokenizer=tokenizer
+        )
+        output = model.generate(**batch, generation_config=config)
+        new_tokens = output[:, prompt_length:]
+        for row, i in enumerate(idx):
+            tokens = new_tokens[row]
+            ended = (tokens == tokenizer.eos_token_id).nonzero()
+            length = int(ended[0]) if len(ended) else len(tokens)
+            num_tokens += length
+            completions[i] = tokenizer.decode(tokens[:length], skip_special_tokens=True)
+    return Generations(completions=completions, num_generated_tokens=num_tokens)
+
+
+def score(task: Task, completions: list[str], examples: list[Example]) -> list[bool]:
+    return [task.is_correct(c, e) for c, e in zip(completions, examples, strict=True)]
+
+
+@torch.inference_mode()
+def mean_per_token_loss(
+    model: Any, tokenizer: Any, *, texts: list[str], batch_size: int, max_length: int
+) -> float:
+    """Mean cross-entropy per token over all texts (each token counts once, whatever its text's length)."""
+    device = next(model.parameters()).device
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length)
+        batch = tokenizer.pad(enc, return_tensors="pt", padding_side="right").to(device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # prompt-learning adapters prepend virtual tokens: keep the positions of the real ones
+        logits = logits[:, -batch["input_ids"].shape[1] :]
+        targets = batch["input_ids"][:, 1:]
+        mask = batch["attention_mask"][:, 1:].bool()
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        ).view_as(targets)
+        total += losses[mask].double().sum().cpu()
+        count += int(mask.sum())
+    return float(total / max(count, 1))

@@ -1,0 +1,160 @@
+"""Experiment folders: path checks, naming, config loading and result-file routing.
+
+An experiment is `benchmarks/<task>/experiments/<method>/<name>/` holding `adapter_config.json`
+(none = full fine-tuning) and optionally `training_params.json` (differences from the task's
+`default_training_params.json`). Its id is `<method>/<name>`; its result file names follow from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peftbench.config import TrainConfig, build_config, read_json_object
+from peftbench.errors import BadInput
+
+ADAPTER_CONFIG = "adapter_config.json"
+TRAINING_PARAMS = "training_params.json"
+DEFAULT_PARAMS = "default_training_params.json"
+QUICK_PARAMS = "quick_training_params.json"
+RESULT_DIRS = ("results", "temporary_results", "cancelled_results")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    path: Path  # the experiment folder, absolute
+    task_dir: Path  # benchmarks/<task>, absolute
+
+    @property
+    def method(self) -> str:
+        return self.path.parent.name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def experiment_name(self) -> str:
+        return f"{self.method}/{self.name}"
+
+    @property
+    def task_name(self) -> str:
+        return self.task_dir.name
+
+    @property
+    def adapter_config_path(self) -> Path:
+        return self.path / ADAPTER_CONFIG
+
+    @property
+    def training_params_path(self) -> Path:
+        return self.path / TRAINING_PARAMS
+
+    @property
+    def is_full_finetuning(self) -> bool:
+        return not self.adapter_config_path.exists()
+
+    def config_files(self) -> list[Path]:
+        """The files whose content defines the run (for staleness and provenance)."""
+        files = [self.task_dir / DEFAULT_PARAMS, self.adapter_config_path, self.training_params_path]
+        return [f for f in files if f.exists()]
+
+    def result_stem(self, seed: int = 0) -> str:
+        """`<method>--<name>`; seeds other than 0 add `--seed<N>` (seed 0 keeps the reference's name)."""
+        stem = f"{self.method}--{self.name}"
+        return stem if seed == 0 else f"{stem}--seed{seed}"
+
+    def result_path(self, *, kind: str, seed: int = 0, timestamp: str = "") -> Path:
+        if kind not in RESULT_DIRS:
+            raise ValueError(kind)
+        suffix = f"--{timestamp}" if kind != "results" else ""
+        return self.task_dir / kind / f"{self.result_stem(seed)}{suffix}.json"
+
+
+def resolve_experiment(path: str | Path) -> Experiment:
+    """Check that `path` is `<task>/experiments/<method>/<name>` inside its task: no `..`, no links."""
+    raw = Path(path)
+    if ".." in raw.parts:
+        raise BadInput(f"{path}: experiment paths must not contain '..'")
+    if not raw.exists():
+        raise BadInput(f"{path}: no such experiment folder")
+    if not raw.is_dir():
+        raise BadInput(f"{path}: not a folder; expected <task>/experiments/<method>/<name>")
+    absolute = raw.absolute()
+    for parent in [absolute, *absolute.parents][:4]:
+        if parent.is_symlink():
+            raise BadInput(f"{path}: {parent} is a symbolic link; experiment folders must be real folders")
+    parts = absolute.parts
+    if len(parts) < 5 or parts[-3] != "experiments":
+        raise BadInput(f"{path}: not an experiment folder; expected <task>/experiments/<method>/<name>")
+    task_dir = absolute.parents[2]
+    if not (task_dir / DEFAULT_PARAMS).is_file():
+        raise BadInput(f"{path}: the task folder {task_dir} has no {DEFAULT_PARAMS}")
+    return Experiment(path=absolute, task_dir=task_dir)
+
+
+def discover(task_dir: str | Path) -> list[Experiment]:
+    """Every experiment folder of a task, sorted by id."""
+    task_dir = Path(task_dir).absolute()
+    if not (task_dir / DEFAULT_PARAMS).is_file():
+        raise BadInput(f"{task_dir}: not a task folder (no {DEFAULT_PARAMS})")
+    found = [
+        Experiment(path=p, task_dir=task_dir)
+        for p in sorted((task_dir / "experiments").glob("*/*"))
+        if p.is_dir() and not p.name.startswith(".")
+    ]
+    return found
+
+
+def load_train_config(
+    exp: Experiment, *, quick: bool = False, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the experiment's differences, then the quick variant, then command-line overrides."""
+    layers = [(str(exp.task_dir / DEFAULT_PARAMS), read_json_object(exp.task_dir / DEFAULT_PARAMS))]
+    if exp.training_params_path.exists():
+        layers.append((str(exp.training_params_path), read_json_object(exp.training_params_path)))
+    if quick:
+        quick_path = exp.task_dir / QUICK_PARAMS
+        if not quick_path.is_file():
+            raise BadInput(f"{exp.task_dir}: --quick needs {QUICK_PARAMS} in the task folder")
+        layers.append((str(quick_path), read_json_object(quick_path)))
+    if overrides:
+        layers.append(("--set", overrides))
+    return build_config(layers)
+
+
+def load_peft_config(exp: Experiment) -> Any:
+    """The experiment's PeftConfig, or None for full fine-tuning. BadInput for configs peft cannot read."""
+    if exp.is_full_finetuning:
+        return None
+    from peft import PeftConfig
+    from peft.utils import PeftType
+
+    raw = read_json_object(exp.adapter_config_path)
+    peft_type = raw.get("peft_type")
+    known = [t.value for t in PeftType]
+    if peft_type not in known:
+        from peftbench.errors import did_you_mean
+
+        raise BadInput(
+            f'{exp.adapter_config_path}: unknown or missing "peft_type" {peft_type!r}'
+            f"{did_you_mean(str(peft_type), known)}; the installed peft knows: {', '.join(sorted(known))}"
+        )
+    try:
+        return PeftConfig.from_pretrained(str(exp.path))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BadInput(f"{exp.adapter_config_path}: peft cannot use this config: {exc}") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_hashes(exp: Experiment) -> dict[str, str]:
+    """sha256 of each config file, recorded in the result so that staleness survives a fresh clone."""
+    return {f.name: sha256_file(f) for f in exp.config_files()}

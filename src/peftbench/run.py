@@ -1,0 +1,228 @@
+"""One run end to end: experiment folder -> config -> task data -> model -> training -> result file.
+
+`execute` builds the record and, by default, writes it; the Ray backend calls it with
+`write=False` and lets the driver write, so workers need no shared filesystem.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peftbench import provenance
+from peftbench.config import TrainConfig
+from peftbench.errors import BadInput
+from peftbench.experiment import Experiment, config_hashes, load_peft_config, load_train_config
+from peftbench.results import SCHEMA_VERSION, atomic_write_json
+from peftbench.tasks import get_task
+
+
+@dataclass
+class RunOutcome:
+    record: dict[str, Any]
+    path: Path  # where the record belongs (written there unless write=False)
+    checkpoint_dir: Path | None
+
+    @property
+    def status(self) -> str:
+        return self.record["train_info"]["status"]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run ends as canceled and its result is still written."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated("terminated by SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. inside a Ray worker thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+    from transformers import set_seed
+
+    set_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def execute(
+    experiment: Experiment,
+    *,
+    seed: int | None = None,
+    quick: bool = False,
+    overrides: dict[str, Any] | None = None,
+    verbose: bool = False,
+    clean: bool = True,
+    write: bool = True,
+) -> RunOutcome:
+    """Run one experiment. Bad input raises BadInput before anything is trained or written."""
+    overrides = dict(overrides or {})
+    if seed is not None:
+        overrides["seed"] = seed
+    config = load_train_config(experiment, quick=quick, overrides=overrides)
+    peft_config = load_peft_config(experiment)
+    task = get_task(experiment.task_name)
+    git = provenance.git_state(experiment.task_dir)
+    cli_overrides = {k: v for k, v in overrides.items() if k != "seed"}
+    is_main_run = git["branch"] == "main" and git["dirty"] is False and not quick and not cli_overrides
+
+    tic = time.perf_counter()
+    created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    model, tokenizer, device, model_path = _build_model(experiment, config, peft_config)
+    data = task.load_data(task_dir=experiment.task_dir, seed=0)
+
+    with _sigterm_as_interrupt():
+        from peftbench.train import train
+
+        outcome = train(
+            model=model,
+            tokenizer=tokenizer,
+            task=task,
+            data=data,
+            config=config,
+            device=device,
+            verbose=verbose,
+        )
+    lo, hi = task.forgetting_loss_band
+    if outcome.forgetting_loss_before is not None and not lo < outcome.forgetting_loss_before < hi:
+        print(
+            f"warning: base model loss on the forgetting texts {outcome.forgetting_loss_before:.3f} is "
+            f"outside the task's sanity band ({lo}, {hi}): wrong model or data?",
+            file=sys.stderr,
+        )
+
+    file_size, checkpoint_dir = _checkpoint_size(model, peft_config, clean=clean)
+    reserved = outcome.memory_reserved or [0]
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_info": {
+            "created_at": created_at.isoformat(),
+            "total_time": time.perf_counter() - tic,
+            "experiment_name": experiment.experiment_name,
+            "peft_branch": git["branch"],
+            "peft_worktree_is_dirty": git["dirty"],
+            "train_config": config.to_dict(),
+            "peft_config": peft_config.to_dict() if peft_config is not None else None,
+            "error_msg": outcome.error_msg,
+            "task_name": task.name,
+            "task_version": task.version,
+            "seed": config.seed,
+            "project_commit": git["commit"],
+            "project_dirty": git["dirty"],
+            "cli_overrides": cli_overrides,
+            "quick": quick,
+            "config_files_sha256": config_hashes(experiment),
+        },
+        "train_info": {
+            "accelerator_memory_reserved_avg": float(np.mean(reserved)),
+            "accelerator_memory_max": outcome.memory_peak,
+            "accelerator_memory_reserved_99th": float(np.quantile(reserved, 0.99)),
+            "train_time": outcome.train_time,
+            "file_size": file_size,
+            "num_trainable_params": outcome.num_trainable_params,
+            "num_total_params": outcome.num_total_params,
+            "status": outcome.status,
+            "metrics": outcome.metrics,
+            "device": device,
+            "memory_kind": "accelerator" if device in ("cuda", "xpu") else "process_rss",
+            "memory_allocated_avg": float(np.mean(outcome.memory_allocated or [0])),
+            "test_correct": "".join("1" if c else "0" for c in outcome.test_correct),
+            "test_items_hash": data.test_items_hash,
+        },
+        "meta_info": {
+            "model_info": provenance.model_info(model_path, _fingerprint(model_path)),
+            "dataset_info": {**data.info, "fingerprint": data.fingerprint},
+            "package_info": provenance.package_info(),
+            "system_info": provenance.system_info(device),
+            "pytorch_info": provenance.pytorch_info(),
+        },
+    }
+    stamp = created_at.strftime("%Y-%m-%dT%H-%M-%S")
+    if outcome.status != "success":
+        path = experiment.result_path(kind="cancelled_results", seed=config.seed, timestamp=stamp)
+    elif is_main_run:
+        path = experiment.result_path(kind="results", seed=config.seed)
+    else:
+        path = experiment.result_path(kind="temporary_results", seed=config.seed, timestamp=stamp)
+    if write:
+        atomic_write_json(path, record)
+    return RunOutcome(record=record, path=path, checkpoint_dir=checkpoint_dir)
+
+
+def _fingerprint(model_path: str) -> str | None:
+    from peftbench.modeling import weights_fingerprint
+
+    return weights_fingerprint(model_path)
+
+
+def _build_model(experiment: Experiment, config: TrainConfig, peft_config: Any) -> tuple[Any, Any, str, str]:
+    from peftbench import modeling
+
+    seed_everything(config.seed)
+    device = modeling.choose_device()
+    model_path = modeling.resolve_model_id(config.model_id, experiment.task_dir)
+    try:
+        tokenizer = modeling.load_tokenizer(model_path, max_seq_length=config.max_seq_length)
+        model = modeling.load_base_model(
+            model_path,
+            dtype=config.dtype,
+            device=device,
+            attn_implementation=config.attn_implementation,
+            use_gc=config.use_gc,
+        )
+    except OSError as exc:
+        raise BadInput(f'model_id "{config.model_id}": cannot load ({str(exc).splitlines()[0]})') from None
+    if peft_config is not None:
+        model = modeling.wrap_with_peft(
+            model, peft_config, autocast_adapter_dtype=config.autocast_adapter_dtype
+        )
+        if config.init_kv_cache_prefix:
+            from peft import initialize_kv_prefix_from_text
+
+            initialize_kv_prefix_from_text(
+                model, tokenizer, text=config.init_kv_cache_prefix, use_chat_template=False
+            )
+    elif config.init_kv_cache_prefix:
+        raise BadInput('"init_kv_cache_prefix" applies to prefix tuning only, not to full fine-tuning')
+    if config.compile:
+        import torch
+
+        model = torch.compile(model, dynamic=True)
+    return model, tokenizer, device, model_path
+
+
+def _checkpoint_size(model: Any, peft_config: Any, *, clean: bool) -> tuple[int, Path | None]:
+    """Size of the saved adapter (safetensors); for full fine-tuning an estimate, as in the reference
+    (saving a whole model only to measure it is not worth the disk and time)."""
+    if peft_config is None:
+        params = list(model.parameters())
+        return sum(p.numel() * p.element_size() for p in params), None
+    folder = Path(tempfile.mkdtemp(prefix="peftbench-adapter-"))
+    model.save_pretrained(str(folder))
+    size = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+    if clean:
+        shutil.rmtree(folder, ignore_errors=True)
+        return size, None
+    return size, folder

@@ -1,0 +1,315 @@
+"""The training loop, written out: batches, steps, periodic validation, final test and forgetting.
+
+It reads top to bottom like the reference's `run.py` and nanoGPT's `train.py`: no Trainer, no
+callbacks. It knows nothing task-specific: the task comes in as data (TaskData) and a scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from peftbench.config import TrainConfig
+from peftbench.evaluation import generate, mean_per_token_loss, score
+from peftbench.modeling import MemoryMeter, count_parameters
+from peftbench.tasks.base import Example, Task, TaskData
+
+# batches per length bucket (the reference's BUCKET_FACTOR): sorting within buckets of
+# effective_batch * 20 examples cuts padding without ordering the whole epoch by length
+BUCKET_FACTOR = 20
+# empty the accelerator cache every N steps: keeps memory down without paying for it every step
+EMPTY_CACHE_EVERY = 10
+WARMUP_RATIO = 0.1
+
+
+class RunCanceled(Exception):
+    """Training stopped early: Ctrl-C, SIGTERM, out of memory, or a non-finite loss."""
+
+
+@dataclass
+class TrainOutcome:
+    status: str = "failed"  # success | canceled | failed
+    error_msg: str = ""
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    train_time: float = 0.0
+    memory_reserved: list[int] = field(default_factory=list)
+    memory_allocated: list[int] = field(default_factory=list)
+    memory_peak: int = 0
+    test_correct: list[bool] = field(default_factory=list)
+    forgetting_loss_before: float | None = None
+    num_trainable_params: int = 0
+    num_total_params: int = 0
+
+
+def tokenize_train(
+    tokenizer: Any, examples: list[Example], *, template: str, max_len: int
+) -> list[list[int]]:
+    """Prompt + response + EOS, truncated; EOS is appended so that every sequence learns to stop."""
+    texts = [template.format(query=e.query) + e.response for e in examples]
+    ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    return [[*seq, tokenizer.eos_token_id][:max_len] for seq in ids]
+
+
+def tokenize_prompts(tokenizer: Any, examples: list[Example], *, template: str) -> list[list[int]]:
+    return tokenizer([template.format(query=e.query) for e in examples], add_special_tokens=True)["input_ids"]
+
+
+def step_batches(
+    sequences: list[list[int]], *, batch_size: int, accumulation: int, seed: int
+) -> Iterator[list[list[list[int]]]]:
+    """Endless stream of optimizer steps, each a list of `accumulation` micro-batches of token lists.
+
+    Each epoch is shuffled with the run's seed, cut into buckets of BUCKET_FACTOR steps, and each
+    bucket sorted longest first (an out-of-memory error shows early). A step's micro-batches are
+    consecutive slices of one sorted effective batch, so k micro-batches of b equal one batch of k*b.
+    """
+    rng = np.random.default_rng(seed)
+    step_size = batch_size * accumulation
+    bucket_size = step_size * BUCKET_FACTOR
+    while True:
+        order = rng.permutation(len(sequences))
+        for b in range(0, len(order), bucket_size):
+            bucket = sorted(order[b : b + bucket_size], key=lambda i: len(sequences[i]), reverse=True)
+            for s in range(0, len(bucket), step_size):
+                step = [sequences[i] for i in bucket[s : s + step_size]]
+                yield [step[m : m + batch_size] for m in range(0, len(step), batch_size)]
+
+
+def collate(micro_batch: list[list[int]], *, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and labels (-100 on padding; the EOS is a real token)."""
+    width = max(len(s) for s in micro_batch)
+    input_ids = torch.full((len(micro_batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(micro_batch), width), dtype=torch.long)
+    for row, seq in enumerate(micro_batch):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    labels = input_ids.masked_fill(mask == 0, -100)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def make_optimizer(model: Any, config: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
+    kwargs = dict(config.optimizer_kwargs)
+    if config.optimizer_type == "lora+":
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(model, optimizer_cls=torch.optim.AdamW, **kwargs)
+    elif config.optimizer_type == "lora-fa":
+        from peft.optimizers import create_lorafa_optimizer
+
+        optimizer = create_lorafa_optimizer(model, **kwargs)
+    elif config.optimizer_type == "riemannian":
+        from peft.optimizers import create_riemannian_optimizer
+
+        optimizer = create_riemannian_optimizer(model, optimizer_cls=torch.optim.AdamW, **kwargs)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = getattr(torch.optim, config.optimizer_type)(params, **kwargs)
+    if config.lr_scheduler == "cosine":
+        from transformers import get_cosine_schedule_with_warmup
+
+        scheduler = get_cosine_schedule_with_warmup(
+            optimizer,
+            num_warmup_steps=int(WARMUP_RATIO * config.max_steps),
+            num_training_steps=config.max_steps,
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return optimizer, scheduler
+
+
+def evaluate_accuracy(
+    model: Any,
+    tokenizer: Any,
+    *,
+    task: Task,
+    examples: list[Example],
+    prompts: list[list[int]],
+    config: TrainConfig,
+    progress: bool = False,
+) -> tuple[list[bool], int]:
+    """Per-item correctness and the number of generated tokens; the model is left in train mode."""
+    model.eval()
+    gen = generate(
+        model,
+        tokenizer,
+        prompts=prompts,
+        batch_size=config.batch_size_eval,
+        generation_kwargs=config.generation_kwargs,
+        progress=progress,
+    )
+    model.train()
+    return score(task, gen.completions, examples), gen.num_generated_tokens
+
+
+def forgetting_loss(model: Any, tokenizer: Any, texts: list[str], config: TrainConfig) -> float:
+    # small batches (the training batch size) so that this does not set the memory peak
+    model.eval()
+    loss = mean_per_token_loss(
+        model, tokenizer, texts=texts, batch_size=config.batch_size, max_length=config.max_seq_length
+    )
+    model.train()
+    return loss
+
+
+def train(
+    *,
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    data: TaskData,
+    config: TrainConfig,
+    device: str,
+    verbose: bool = False,
+) -> TrainOutcome:
+    """Train for config.max_steps, validate every eval_steps, then test and measure forgetting.
+
+    Never raises for problems during training: they end as status "canceled" with the message and
+    the metrics gathered so far, so that the caller can still write a result.
+    """
+    out = TrainOutcome()
+    meter = MemoryMeter(device)
+    is_peft = hasattr(model, "disable_adapter")
+    is_adalora = is_peft and getattr(model.peft_config.get("default"), "peft_type", None) == "ADALORA"
+    use_scaler = config.use_amp and device == "cuda" and config.dtype != "bfloat16"
+    scaler = torch.amp.GradScaler(device, enabled=use_scaler)
+    autocast = (lambda: torch.autocast(device_type=device)) if config.use_amp else nullcontext
+    optimizer, scheduler = make_optimizer(model, config)
+    # counted after the optimizer exists: some (LoRA-FA) freeze parameters when they are created
+    out.num_trainable_params, out.num_total_params = count_parameters(model)
+
+    train_seqs = tokenize_train(
+        tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
+    )
+    valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
+    test_prompts = tokenize_prompts(tokenizer, data.test, template=config.query_template)
+    batches = step_batches(
+        train_seqs,
+        batch_size=config.batch_size,
+        accumulation=config.gradient_accumulation_steps,
+        seed=config.seed,
+    )
+
+    # forgetting baseline: the base model as it is, with the adapter (if any) switched off
+    with model.disable_adapter() if is_peft else nullcontext():
+        out.forgetting_loss_before = forgetting_loss(model, tokenizer, data.forgetting_texts, config)
+
+    losses: list[float] = []
+    durations: list[float] = []
+    tokens: list[int] = []
+    samples = 0
+    eval_time = 0.0
+    tic_train = time.perf_counter()
+    model.train()
+    step = 0
+    try:
+        pbar = tqdm(
+            range(1, config.max_steps + 1), desc="train", disable=not sys.stderr.isatty() and not verbose
+        )
+        for step in pbar:
+            tic = time.perf_counter()
+            micro_batches = [collate(mb, pad_id=tokenizer.pad_token_id) for mb in next(batches)]
+            # normalise by the label tokens of the whole step, so accumulation equals one big batch
+            n_items = sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro_batches)
+            tokens.append(sum(int(mb["attention_mask"].sum()) for mb in micro_batches))
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = torch.zeros((), device=device)
+            for mb in micro_batches:
+                mb = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
+                with autocast():
+                    loss = model(**mb, num_items_in_batch=n_items).loss
+                scaler.scale(loss).backward()
+                step_loss += loss.detach()
+                samples += len(mb["input_ids"])
+            loss_value = step_loss.item()  # the one host synchronisation per step
+            if not math.isfinite(loss_value):
+                raise RunCanceled(f"non-finite training loss ({loss_value}) at step {step}")
+            if config.grad_norm_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if is_adalora:
+                model.base_model.update_and_allocate(step)
+            losses.append(loss_value)
+            allocated, reserved = meter.read()
+            out.memory_allocated.append(allocated)
+            out.memory_reserved.append(reserved)
+            durations.append(time.perf_counter() - tic)
+            pbar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+
+            if step % config.eval_steps == 0:
+                tic_eval = time.perf_counter()
+                correct, n_gen = evaluate_accuracy(
+                    model, tokenizer, task=task, examples=data.valid, prompts=valid_prompts, config=config
+                )
+                dur_eval = time.perf_counter() - tic_eval
+                eval_time += dur_eval
+                window = slice(-config.eval_steps, None)
+                dur_train = sum(durations[window])
+                entry = {
+                    "step": step,
+                    "valid accuracy": sum(correct) / max(len(correct), 1),
+                    "train loss": float(np.mean(losses[window])),
+                    "train samples": samples,
+                    "train time": dur_train,
+                    "eval time": dur_eval,
+                    "tokens / sec": sum(tokens[window]) / max(dur_train, 1e-9),
+                    "mem allocated avg": float(np.mean(out.memory_allocated[window])),
+                    "mem reserved avg": float(np.mean(out.memory_reserved[window])),
+                    "elapsed time": time.perf_counter() - tic_train,
+                    "lr": scheduler.get_last_lr()[0],
+                    "valid generated tokens": n_gen,
+                }
+                out.metrics.append(entry)
+                if verbose:
+                    print(json.dumps(entry), file=sys.stderr, flush=True)
+            if step % EMPTY_CACHE_EVERY == 0:
+                meter.empty_cache()
+
+        correct, _ = evaluate_accuracy(
+            model,
+            tokenizer,
+            task=task,
+            examples=data.test,
+            prompts=test_prompts,
+            config=config,
+            progress=verbose,
+        )
+        out.test_correct = correct
+        forgetting = (
+            forgetting_loss(model, tokenizer, data.forgetting_texts, config) - out.forgetting_loss_before
+        )
+        out.metrics.append(
+            {
+                "step": step,
+                "test accuracy": sum(correct) / max(len(correct), 1),
+                "train loss": float(np.mean(losses[-config.eval_steps :])),
+                "train samples": samples,
+                "train total tokens": sum(tokens),
+                "forgetting": forgetting,
+                "forgetting loss before": out.forgetting_loss_before,
+            }
+        )
+        out.status = "success"
+    except KeyboardInterrupt:
+        out.status, out.error_msg = "canceled", "manually canceled"
+    except RunCanceled as exc:
+        out.status, out.error_msg = "canceled", str(exc)
+    except torch.OutOfMemoryError as exc:
+        out.status, out.error_msg = "canceled", f"out of memory: {exc}"
+    except Exception as exc:  # any error during training still yields a result with what was measured
+        out.status, out.error_msg = "canceled", f"{type(exc).__name__}: {exc}"
+    out.train_time = time.perf_counter() - tic_train - eval_time
+    out.memory_peak = meter.peak()
+    return out
