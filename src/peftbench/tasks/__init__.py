@@ -1,12 +1,15 @@
 """The task registry. A task is found by the name of its folder under `benchmarks/`.
 
 Built-in tasks are listed in `BUILTIN`; third-party packages can add tasks through the
-`peftbench.tasks` entry-point group (value "module:ClassName"), without changes here.
+`peftbench.tasks` entry-point group (value "module:ClassName"), and a user can register tasks
+without packaging them through the environment variable PEFTBENCH_TASKS="name=module:ClassName,..."
+(the module must be importable, e.g. via PYTHONPATH). None of these need changes here.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from functools import cache
 from importlib.metadata import entry_points
 
@@ -25,6 +28,11 @@ def available_tasks() -> dict[str, str]:
     tasks = dict(BUILTIN)
     for ep in entry_points(group="peftbench.tasks"):
         tasks.setdefault(ep.name, ep.value)
+    for item in filter(None, os.environ.get("PEFTBENCH_TASKS", "").split(",")):
+        name, sep, target = item.strip().partition("=")
+        if not sep or ":" not in target:
+            raise BadInput(f'PEFTBENCH_TASKS: "{item}" is not name=module:ClassName')
+        tasks[name] = target
     return tasks
 
 
