@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from peftbench.analysis.stats import t_interval, wilson_interval
+from peftbench.analysis.stats import (
+    ItemRun,
+    best_comparisons,
+    compare_to_baseline,
+    holm,
+    indistinguishable_from_best,
+    item_run_from_record,
+    newcombe_paired_interval,
+    paired_comparison,
+    t_interval,
+    wilson_interval,
+)
 from peftbench.errors import BadInput
+from peftbench.results import load_result
 
 
 def test_t_interval_matches_scipy():
@@ -61,3 +76,215 @@ def test_wilson_all_wrong_and_all_correct_stay_inside_0_1(k, n):
 def test_wilson_bad_input(k, n, conf):
     with pytest.raises(BadInput):
         wilson_interval(k, n, confidence=conf)
+
+
+# ---- paired comparisons ----------------------------------------------------------------------
+
+
+def _run(bits, *, seed=0, items_hash="h" * 64, source=""):
+    return ItemRun(np.asarray(bits, dtype=bool), items_hash, seed, source)
+
+
+def _pair_with_counts(both, only_a, only_b, neither):
+    """Two one-seed runs whose 2x2 table is [[both, only_a], [only_b, neither]]."""
+    a = [1] * both + [1] * only_a + [0] * only_b + [0] * neither
+    b = [1] * both + [0] * only_a + [1] * only_b + [0] * neither
+    return _run(a, source="a.json"), _run(b, source="b.json")
+
+
+def test_newcombe_paired_interval_matches_published_example():
+    # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables", ch. 8 (Cavo et al.
+    # 2012): estimate -0.0621, Newcombe square-and-add 95% CI -0.1186 to -0.0046.
+    low, high = newcombe_paired_interval(np.array([[59, 6], [16, 80]]))
+    assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)
+
+
+def test_one_seed_uses_exact_mcnemar_like_scipy_binomial_test():
+    a, b = _pair_with_counts(40, 12, 4, 44)
+    res = paired_comparison([a], [b])
+    assert res.p_value == pytest.approx(sps.binomtest(4, 16, 0.5).pvalue)
+    assert res.diff == pytest.approx((12 - 4) / 100)
+    assert (res.only_a, res.only_b, res.n_items, res.n_seeds_a) == (12, 4, 100, 1)
+    assert (res.low, res.high) == pytest.approx(newcombe_paired_interval(np.array([[40, 12], [4, 44]])))
+    assert res.low < res.diff < res.high
+    assert "McNemar" in res.method
+
+
+@pytest.mark.parametrize("bits", [[1] * 30, [0] * 30, [1, 0, 1, 1, 0] * 6])
+def test_identical_runs_give_p_1_and_an_interval_around_0(bits):
+    for runs in ([_run(bits)], [_run(bits, seed=s) for s in range(3)]):
+        res = paired_comparison(runs, runs, n_boot=500)
+        assert res.diff == 0.0
+        assert res.p_value == 1.0
+        assert res.low <= 0.0 <= res.high
+
+
+def test_all_correct_against_all_wrong():
+    a, b = _run([1] * 20), _run([0] * 20)
+    res = paired_comparison([a], [b])
+    assert res.diff == 1.0
+    assert res.p_value == pytest.approx(2 * 0.5**20)
+    assert 0.0 < res.low < 1.0 and res.high == 1.0
+    assert paired_comparison([b], [a]).low == -1.0
+
+
+def test_one_seed_bootstrap_agrees_with_scipy_paired_bootstrap():
+    rng = np.random.default_rng(3)
+    a = rng.random(400) < 0.6
+    b = np.where(rng.random(400) < 0.8, a, ~a)  # correlated with a, as two methods on the same items are
+    res = paired_comparison([_run(a)], [_run(b)], method="bootstrap", n_boot=4000)
+    ref = sps.bootstrap(
+        (a.astype(float), b.astype(float)),
+        lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis),
+        paired=True,
+        method="percentile",
+        n_resamples=4000,
+        random_state=np.random.default_rng(0),
+    ).confidence_interval
+    assert res.low == pytest.approx(ref.low, abs=0.01)
+    assert res.high == pytest.approx(ref.high, abs=0.01)
+
+
+def test_bootstrap_over_seeds_has_the_analytic_spread():
+    # Each run is all right or all wrong, so resampling items changes nothing and only the seeds
+    # vary: the bootstrap variance of a mean of k values is their population variance / k.
+    a_acc, b_acc = [1, 1, 0, 1, 0], [0, 1, 0]
+    a = [_run([x] * 50, seed=i) for i, x in enumerate(a_acc)]
+    b = [_run([x] * 50, seed=i) for i, x in enumerate(b_acc)]
+    res = paired_comparison(a, b, method="bootstrap", n_boot=20_000)
+    expected_sd = math.sqrt(np.var(a_acc) / 5 + np.var(b_acc) / 3)
+    # percentile interval of a near-normal distribution: about +- 1.96 sd (discreteness: 15 %)
+    assert (res.high - res.low) / (2 * 1.96) == pytest.approx(expected_sd, rel=0.15)
+    assert res.diff == pytest.approx(0.6 - 1 / 3)
+    assert (res.n_seeds_a, res.n_seeds_b) == (5, 3)
+
+
+def test_bootstrap_is_deterministic_and_detects_a_clear_difference():
+    rng = np.random.default_rng(5)
+    a = [_run(rng.random(300) < 0.7, seed=s) for s in range(3)]
+    b = [_run(rng.random(300) < 0.5, seed=s) for s in range(3)]
+    first = paired_comparison(a, b, n_boot=2000)
+    assert first == paired_comparison(a, b, n_boot=2000)
+    assert first.p_value < 0.01 and first.low > 0
+    assert "bootstrap" in first.method
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        (_run([1, 0, 1], items_hash="x" * 64, source="b.json"), "test sets differ"),
+        (_run([1, 0]), "2 test items"),
+    ],
+)
+def test_mismatched_test_sets_are_refused(other, message):
+    with pytest.raises(BadInput, match=message):
+        paired_comparison([_run([1, 0, 0], source="a.json")], [other])
+
+
+def test_mcnemar_refuses_several_seeds():
+    runs = [_run([1, 0], seed=s) for s in range(2)]
+    with pytest.raises(BadInput, match="one run per experiment"):
+        paired_comparison(runs, runs, method="mcnemar")
+
+
+def test_item_run_from_record_reads_our_format_and_refuses_missing_or_bad_data():
+    record = {"run_info": {"seed": 2}, "train_info": {"test_correct": "0110", "test_items_hash": "ab" * 32}}
+    run = item_run_from_record(record, source="r.json")
+    assert run.correct.tolist() == [False, True, True, False] and run.seed == 2 and run.accuracy == 0.5
+    with pytest.raises(BadInput, match=r"r\.json: per-item data is missing"):
+        item_run_from_record({"run_info": {}, "train_info": {}}, source="r.json")
+    with pytest.raises(BadInput, match="only 0 and 1"):
+        item_run_from_record({"run_info": {}, "train_info": {**record["train_info"], "test_correct": "01x"}})
+    with pytest.raises(BadInput, match="test_items_hash is missing"):
+        item_run_from_record({"run_info": {}, "train_info": {"test_correct": "01"}})
+
+
+def test_reference_files_have_no_per_item_data(reference_dir):
+    path = next(iter(sorted((reference_dir / "MetaMathQA" / "results").glob("*.json"))))
+    with pytest.raises(BadInput, match="per-item data is missing"):
+        item_run_from_record(load_result(path), source=str(path))
+
+
+# ---- many comparisons ------------------------------------------------------------------------
+
+
+def test_holm_matches_hand_computed_values_and_keeps_missing():
+    p = pd.Series([0.01, np.nan, 0.04, 0.03])
+    # sorted 0.01, 0.03, 0.04 -> 0.01*3, 0.03*2, 0.04*1 -> made monotone: 0.03, 0.06, 0.06
+    assert holm(p).tolist()[0] == pytest.approx(0.03)
+    assert math.isnan(holm(p)[1])
+    assert holm(p)[2:].tolist() == pytest.approx([0.06, 0.06])
+    assert holm(p).dropna().tolist() == pytest.approx(multipletests([0.01, 0.04, 0.03], method="holm")[1])
+
+
+def test_compare_to_baseline_corrects_for_many_comparisons_and_notes_unpairable():
+    rng = np.random.default_rng(7)
+    base = [_run(rng.random(200) < 0.5, seed=s) for s in range(2)]
+    runs = {
+        "lora/a": [_run(rng.random(200) < 0.75, seed=s) for s in range(2)],
+        "base/x": base,
+        "ia3/b": [_run(rng.random(200) < 0.5)],
+        "odd/c": [_run(rng.random(100) < 0.5, source="odd.json")],
+    }
+    table = compare_to_baseline(runs, "base/x", n_boot=1000)
+    assert table["experiment"].tolist() == ["lora/a", "ia3/b", "odd/c"]  # best first, unpairable last
+    tested = table.dropna(subset=["p_value"])
+    assert table["p_holm"][:2].tolist() == pytest.approx(multipletests(tested["p_value"], method="holm")[1])
+    assert table["significant"].tolist()[:2] == [True, False]
+    assert pd.isna(table["significant"][2]) and "odd.json has 100" in table["note"][2]
+    with pytest.raises(BadInput, match='did you mean "base/x"'):
+        compare_to_baseline(runs, "base/y")
+
+
+def _runs_table(groups):
+    rows = []
+    for name, runs in groups.items():
+        for r in runs:
+            rows.append(
+                {
+                    "experiment_name": name,
+                    "seed": r.seed,
+                    "test_accuracy": r.accuracy,
+                    "test_correct": "".join("1" if c else "0" for c in r.correct),
+                    "test_items_hash": r.items_hash,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_indistinguishable_from_best_on_accuracy_uses_the_per_item_data():
+    rng = np.random.default_rng(11)
+    items = rng.random(400)
+    df = _runs_table(
+        {
+            "best": [_run(items < 0.8, seed=s) for s in range(2)],
+            # 0.78 <= item < 0.8: best right; 0.8 <= item < 0.82: close right (a tie, ~16 items each way)
+            "close": [_run((items < 0.78) | ((items >= 0.8) & (items < 0.82)), seed=s) for s in range(2)],
+            "far": [_run(items < 0.4, seed=s) for s in range(2)],
+        }
+    )
+    table = best_comparisons(df, "test_accuracy", higher_is_better=True, n_boot=1000)
+    assert table.loc["best", "is_best"] and table.loc["best", "tied_with_best"]
+    assert indistinguishable_from_best(df, "test_accuracy", higher_is_better=True).to_dict() == {
+        "best": True,
+        "close": True,
+        "far": False,
+    }
+    assert "bootstrap" in table.loc["far", "test"]
+
+
+def test_indistinguishable_from_best_without_per_item_data_uses_welch_or_says_it_cannot_tell():
+    df = pd.DataFrame(
+        {
+            "experiment_name": ["a", "a", "a", "b", "b", "b", "c"],
+            "forgetting": [0.10, 0.12, 0.11, 0.30, 0.32, 0.29, 0.5],
+        }
+    )
+    table = best_comparisons(df, "forgetting", higher_is_better=False)
+    assert table.loc["a", "is_best"]
+    welch = sps.ttest_ind([0.30, 0.32, 0.29], [0.10, 0.12, 0.11], equal_var=False).pvalue
+    assert table.loc["b", "p_value"] == pytest.approx(welch)
+    assert table.loc["b", "tied_with_best"] is False or not table.loc["b", "tied_with_best"]
+    assert pd.isna(table.loc["c", "tied_with_best"]) and "2+ seeds" in table.loc["c", "test"]
+    with pytest.raises(BadInput, match="no column"):
+        best_comparisons(df, "forgeting", higher_is_better=False)

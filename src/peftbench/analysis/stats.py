@@ -164,20 +164,24 @@ def _check_pairable(a_runs: Sequence[ItemRun], b_runs: Sequence[ItemRun]) -> Non
     if not a_runs or not b_runs:
         raise BadInput("paired comparison needs at least one run on each side")
     first = a_runs[0]
+
+    def name(run: ItemRun) -> str:
+        return run.source or f"a run (seed {run.seed})"
+
     for run in [*a_runs, *b_runs]:
         if run.items_hash != first.items_hash:
             raise BadInput(
-                f"test sets differ: {run.source or 'a run'} has test_items_hash {run.items_hash[:12]}..., "
-                f"{first.source or 'another run'} has {first.items_hash[:12]}...; runs on different test "
+                f"test sets differ: {name(run)} has test_items_hash {run.items_hash[:12]}..., "
+                f"{name(first)} has {first.items_hash[:12]}...; runs on different test "
                 "items cannot be paired"
             )
         if len(run.correct) != len(first.correct):
             raise BadInput(
-                f"test sets differ: {run.source or 'a run'} has {len(run.correct)} test items, "
-                f"{first.source or 'another run'} has {len(first.correct)}; they cannot be paired"
+                f"test sets differ: {name(run)} has {len(run.correct)} test items, "
+                f"{name(first)} has {len(first.correct)}; they cannot be paired"
             )
     if len(first.correct) == 0:
-        raise BadInput(f"{first.source or 'a run'}: no test items to compare")
+        raise BadInput(f"{name(first)}: no test items to compare")
 
 
 @dataclass(frozen=True)
