@@ -1,0 +1,469 @@
+"""Load the result files of one or more results folders into pandas tables: one row per run.
+
+Reading files is confined to `load_results`; everything else here is a pure function of records
+or DataFrames, so the dashboard, the report and the command line share one tested code path.
+Metric columns are named after `Metric.name` (see peftbench.tasks.base.COMMON_METRICS); which way
+is better comes from the task plug-in, never from this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from peftbench.errors import BadInput
+from peftbench.results import final_metrics, load_result
+from peftbench.tasks.base import COMMON_METRICS, Metric
+
+RESULT_FOLDERS = ("results", "temporary_results", "cancelled_results")
+NO_RESULTS = "no results yet"
+
+# Columns of the results table in display order; metric columns follow the identifying ones.
+ID_COLUMNS = ("task", "experiment_name", "method", "name", "seed", "family", "peft_type", "model_id")
+INFO_COLUMNS = (
+    "status",
+    "created_at",
+    "device",
+    "memory_kind",
+    "accelerator",
+    "num_total_params",
+    "train_samples",
+    "train_total_tokens",
+    "n_test_items",
+    "peft_version",
+    "transformers_version",
+    "torch_version",
+    "project_commit",
+    "project_dirty",
+    "task_version",
+    "file",
+)
+# Bulky columns: kept for the run diff and the CSV export, hidden in the table views.
+DETAIL_COLUMNS = ("train_config", "peft_config", "test_correct", "test_items_hash", "error_msg")
+
+# train_info fields per metric column; older reference files spelled memory "cuda_memory_*".
+_TRAIN_INFO_FIELDS = {
+    "memory_max": ("accelerator_memory_max", "cuda_memory_max"),
+    "memory_reserved_avg": ("accelerator_memory_reserved_avg", "cuda_memory_reserved_avg"),
+    "memory_reserved_99th": ("accelerator_memory_reserved_99th", "cuda_memory_reserved_99th"),
+    "train_time": ("train_time",),
+    "file_size": ("file_size",),
+    "num_trainable_params": ("num_trainable_params",),
+    "num_total_params": ("num_total_params",),
+}
+
+# Method families for colouring plots (display only). PEFT's peft_type is the key; a type not
+# listed here is shown as "other" rather than guessed.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "low-rank (LoRA-like)": (
+        "LORA",
+        "ADALORA",
+        "LOHA",
+        "LOKR",
+        "VERA",
+        "PVERA",
+        "VBLORA",
+        "RANDLORA",
+        "TINYLORA",
+        "UNILORA",
+        "GRALORA",
+        "DELORA",
+        "LILY",
+        "HIRA",
+        "GLORA",
+        "MISS",
+        "ADAMSS",
+        "XLORA",
+        "BONE",
+    ),
+    "orthogonal": ("OFT", "BOFT", "HRA", "ROAD", "PSOFT", "OSF", "GOFT"),
+    "prompt-based": (
+        "PROMPT_TUNING",
+        "PREFIX_TUNING",
+        "P_TUNING",
+        "ADAPTION_PROMPT",
+        "MULTITASK_PROMPT_TUNING",
+        "CPT",
+    ),
+    "frequency / sparse": ("FOURIERFT", "WAVEFT", "C3A", "SHIRA", "FROD"),
+    "scaling / selective": ("IA3", "LN_TUNING", "TRAINABLE_TOKENS", "BEFT", "DEFT", "PEANUT", "POLY"),
+}
+FULL_FINETUNING = "full fine-tuning"
+_FAMILY_OF = {peft_type: family for family, types in FAMILIES.items() for peft_type in types}
+
+
+@dataclass
+class Loaded:
+    """What `load_results` found: the runs table, the training curves, and what was left out."""
+
+    table: pd.DataFrame
+    curves: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    n_files: int = 0
+    n_not_success: int = 0
+    n_superseded: int = 0
+
+    @property
+    def summary(self) -> str:
+        """One line for humans: how many runs, and what was skipped and why."""
+        if self.table.empty:
+            text = NO_RESULTS
+        else:
+            text = f"{len(self.table)} runs of {self.table['experiment_name'].nunique()} experiments"
+        notes = []
+        if self.n_not_success:
+            notes.append(f"{self.n_not_success} skipped: status not success")
+        if self.n_superseded:
+            notes.append(f"{self.n_superseded} superseded by a later run of the same experiment and seed")
+        if self.warnings:
+            notes.append(f"{len(self.warnings)} unreadable")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def column_name(key: str) -> str:
+    """Column name of a key of the result's metrics dicts: "test accuracy" -> "test_accuracy"."""
+    return key.strip().replace(" / ", "_per_").replace(" ", "_").replace("-", "_")
+
+
+def method_family(peft_type: str | None) -> str:
+    if not peft_type:
+        return FULL_FINETUNING
+    return _FAMILY_OF.get(str(peft_type).upper(), "other")
+
+
+def resolve_results_dirs(paths: Iterable[str | Path], *, include_temporary: bool = False) -> list[Path]:
+    """Results folders named by `paths`: a results folder itself, or a task folder meaning its results/."""
+    dirs: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise BadInput(f"{path}: no such folder")
+        if not path.is_dir():
+            raise BadInput(f"{path}: not a folder (give a results folder or a task folder)")
+        if path.name in RESULT_FOLDERS:
+            dirs.append(path)
+        elif (path / "results").is_dir() or (path / "experiments").is_dir():
+            # a task folder: its results/ (which may not exist yet: no results)
+            dirs.append(path / "results")
+            if include_temporary:
+                dirs.append(path / "temporary_results")
+        else:
+            dirs.append(path)
+    # a folder named twice must not count its runs twice
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def task_of(data: Mapping[str, Any], file: Path) -> str:
+    """run_info.task_name, else the name of the task folder (the one above results/)."""
+    name = data.get("run_info", {}).get("task_name")
+    if isinstance(name, str) and name:
+        return name
+    parent = file.parent
+    return parent.parent.name if parent.name in RESULT_FOLDERS else parent.name
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _object(section: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A sub-object of a result section ({} when absent or null); TypeError when it is something else."""
+    value = section.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _final(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The final metrics dict: the one with "test accuracy", else a last entry holding any "test ..." key
+    (tasks whose test metric is not an accuracy, like the reference's image-gen)."""
+    final = final_metrics(data)
+    if final:
+        return final
+    entries = data["train_info"].get("metrics") or []
+    last = entries[-1] if entries else None
+    if isinstance(last, dict) and any(str(k).startswith("test ") for k in last):
+        return last
+    return {}
+
+
+def record_to_row(data: Mapping[str, Any], *, file: Path, task: str) -> dict[str, Any]:
+    """One row of the results table from one result record (ours or the reference's)."""
+    run_info, train_info, meta_info = data["run_info"], data["train_info"], data["meta_info"]
+    train_config = _object(run_info, "train_config")
+    peft_config = _object(run_info, "peft_config")
+    packages = _object(meta_info, "package_info")
+    experiment = run_info["experiment_name"]
+    method, _, name = experiment.partition("/")
+    final = _final(data)
+    test_correct = train_info.get("test_correct")
+    peft_type = peft_config.get("peft_type")
+    seed = run_info.get("seed", train_config.get("seed"))
+    row: dict[str, Any] = {
+        "task": task,
+        "experiment_name": experiment,
+        "method": method,
+        "name": name,
+        "seed": int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 0,
+        "family": method_family(peft_type),
+        "peft_type": peft_type or "FULL",
+        "model_id": train_config.get("model_id"),
+        "status": train_info.get("status"),
+        "created_at": run_info.get("created_at"),
+        "device": train_info.get("device"),
+        "memory_kind": train_info.get("memory_kind", "accelerator"),
+        "accelerator": _object(meta_info, "system_info").get("accelerator"),
+        "total_time": _number(run_info.get("total_time")),
+        "test_accuracy": _number(final.get("test accuracy")),
+        "forgetting": _number(final.get("forgetting")),
+        "train_loss": _number(final.get("train loss")),
+        "n_test_items": len(test_correct) if isinstance(test_correct, str) else math.nan,
+        "peft_version": packages.get("peft-version"),
+        "transformers_version": packages.get("transformers-version"),
+        "torch_version": packages.get("torch-version"),
+        "project_commit": run_info.get("project_commit"),
+        "project_dirty": run_info.get("project_dirty"),
+        "task_version": run_info.get("task_version"),
+        "file": str(file),
+        "train_config": json.dumps(train_config, sort_keys=True, default=str),
+        "peft_config": json.dumps(peft_config, sort_keys=True, default=str),
+        "test_correct": test_correct if isinstance(test_correct, str) else None,
+        "test_items_hash": train_info.get("test_items_hash"),
+        "error_msg": run_info.get("error_msg") or "",
+    }
+    for column, keys in _TRAIN_INFO_FIELDS.items():
+        row[column] = next((_number(train_info[k]) for k in keys if k in train_info), math.nan)
+    # Every other number of the final metrics dict becomes a column, so a task can declare a metric
+    # (e.g. "test dino_similarity" -> test_dino_similarity) without a change here.
+    for key, value in final.items():
+        column = column_name(key)
+        if (
+            column not in row
+            and key != "step"
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            row[column] = float(value)
+    return row
+
+
+def curve_rows(data: Mapping[str, Any], *, file: Path) -> list[dict[str, Any]]:
+    """The evaluation log of one run (one dict per evaluation step), keys as column names."""
+    rows = []
+    for entry in data["train_info"].get("metrics") or []:
+        if (
+            not isinstance(entry, dict)
+            or "step" not in entry
+            or any(str(k).startswith("test ") for k in entry)
+        ):
+            continue
+        row: dict[str, Any] = {"file": str(file)}
+        for key, value in entry.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                row[column_name(key)] = float(value)
+        rows.append(row)
+    return rows
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The results table from rows of `record_to_row`, columns in display order."""
+    if not rows:
+        columns = [*ID_COLUMNS, *(m.name for m in COMMON_METRICS), *INFO_COLUMNS, *DETAIL_COLUMNS]
+        return pd.DataFrame(columns=columns)
+    df = pd.DataFrame(rows)
+    df["created_at"] = pd.to_datetime(df["created_at"], utc=True, errors="coerce", format="ISO8601")
+    df["seed"] = df["seed"].astype(int)
+    metric_columns = [m.name for m in COMMON_METRICS]
+    extra = sorted(
+        c for c in df.columns if c not in {*ID_COLUMNS, *metric_columns, *INFO_COLUMNS, *DETAIL_COLUMNS}
+    )
+    ordered = [*ID_COLUMNS, *metric_columns, *extra, *INFO_COLUMNS, *DETAIL_COLUMNS]
+    return df[[c for c in ordered if c in df.columns]].reset_index(drop=True)
+
+
+def keep_latest(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the latest run (created_at) per task, experiment and seed; return it and how many were dropped."""
+    if df.empty:
+        return df, 0
+    keys = ["task", "experiment_name", "seed"]
+    latest = df.sort_values(["created_at", "file"], na_position="first").drop_duplicates(keys, keep="last")
+    latest = latest.sort_values(keys).reset_index(drop=True)
+    return latest, len(df) - len(latest)
+
+
+def load_results(paths: Iterable[str | Path], *, include_temporary: bool = False) -> Loaded:
+    """Read every result file under the given results or task folders.
+
+    Unreadable or foreign JSON files are skipped with a warning naming the file; runs whose status
+    is not success are counted and left out; of several runs of one experiment and seed the
+    latest is kept. No folder content at all gives an empty table (see `Loaded.summary`).
+    """
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    n_files = n_not_success = 0
+    for folder in resolve_results_dirs(paths, include_temporary=include_temporary):
+        for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            n_files += 1
+            try:
+                data = load_result(file)
+            except BadInput as exc:
+                warnings.append(f"skipped {exc}")
+                continue
+            if data["train_info"].get("status") != "success":
+                n_not_success += 1
+                continue
+            try:
+                rows.append(record_to_row(data, file=file, task=task_of(data, file)))
+            except (AttributeError, TypeError, ValueError) as exc:
+                # passes the schema check but a field has the wrong type (e.g. a list where an object belongs)
+                warnings.append(f"skipped {file}: unexpected field type ({exc})")
+                continue
+            curves.extend(curve_rows(data, file=file))
+    table, n_superseded = keep_latest(rows_to_table(rows))
+    curve_table = pd.DataFrame(curves, columns=None if curves else ["file", "step"])
+    if not table.empty and not curve_table.empty:
+        # curves of superseded runs go too; experiment and seed come from the runs table
+        ids = table[["file", "task", "experiment_name", "seed", "family"]]
+        curve_table = curve_table.merge(ids, on="file", how="inner")
+    return Loaded(
+        table=table,
+        curves=curve_table,
+        warnings=warnings,
+        n_files=n_files,
+        n_not_success=n_not_success,
+        n_superseded=n_superseded,
+    )
+
+
+def task_metrics(task: str) -> tuple[tuple[Metric, ...], str]:
+    """The task plug-in's metrics, or COMMON_METRICS with a note when no plug-in can be loaded."""
+    from peftbench.tasks import get_task
+
+    try:
+        return tuple(get_task(task).metrics), ""
+    except (BadInput, ImportError, AttributeError) as exc:
+        return (
+            COMMON_METRICS,
+            f'task "{task}": no plug-in could be loaded ({exc}); showing the common metrics',
+        )
+
+
+def available_metrics(df: pd.DataFrame, metrics: Iterable[Metric]) -> list[Metric]:
+    """The metrics that have at least one value in `df`."""
+    return [
+        m
+        for m in metrics
+        if m.name in df.columns and pd.to_numeric(df[m.name], errors="coerce").notna().any()
+    ]
+
+
+def display_columns(df: pd.DataFrame) -> list[str]:
+    """Columns for table views: everything except the bulky details and the file path."""
+    return [c for c in df.columns if c not in DETAIL_COLUMNS and c != "file"]
+
+
+def seed_summary(df: pd.DataFrame, metrics: Iterable[Metric], *, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per (task, experiment): number of seeds, and per metric the mean and interval limits.
+
+    Several seeds: a Student-t interval across seeds. One seed: for test accuracy, the Wilson
+    interval over the test items when the run stored its per-item results; otherwise no interval.
+    Columns: `<metric>` (mean), `<metric>_low`, `<metric>_high` (NaN when there is no interval).
+    """
+    from peftbench.analysis.stats import t_interval, wilson_interval
+
+    metrics = [m for m in metrics if m.name in df.columns]
+    out = []
+    for (task, experiment), group in df.groupby(["task", "experiment_name"], sort=True):
+        first = group.iloc[0]
+        row: dict[str, Any] = {
+            "task": task,
+            "experiment_name": experiment,
+            "method": first["method"],
+            "family": first["family"],
+            "peft_type": first["peft_type"],
+            "model_id": first["model_id"],
+            "n_seeds": len(group),
+        }
+        for metric in metrics:
+            values = pd.to_numeric(group[metric.name], errors="coerce").tolist()
+            interval = t_interval(values, confidence=confidence)
+            if interval.low is None and len(group) == 1 and metric.name == "test_accuracy":
+                interval = _wilson_for_run(first, wilson_interval, confidence) or interval
+            row[metric.name] = math.nan if interval.mean is None else interval.mean
+            row[f"{metric.name}_low"] = math.nan if interval.low is None else interval.low
+            row[f"{metric.name}_high"] = math.nan if interval.high is None else interval.high
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _wilson_for_run(row: pd.Series, wilson_interval, confidence: float):
+    correct = row.get("test_correct")
+    if not isinstance(correct, str) or not correct:
+        return None
+    return wilson_interval(correct.count("1"), len(correct), confidence=confidence)
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(obj, list):
+        return {prefix: json.dumps(obj, default=str)}
+    return {prefix: obj}
+
+
+def diff_runs(a: pd.Series, b: pd.Series, *, only_differences: bool = True) -> pd.DataFrame:
+    """Side-by-side configs and metrics of two runs (rows of the results table): key, a, b."""
+
+    def details(row: pd.Series) -> dict[str, Any]:
+        out = {}
+        for key, value in row.items():
+            if key in ("train_config", "peft_config"):
+                parsed = json.loads(value) if isinstance(value, str) and value else {}
+                out.update(flatten(parsed, key))
+            elif key not in ("test_correct",):
+                out[str(key)] = value
+        return out
+
+    left, right = details(a), details(b)
+    keys = list(dict.fromkeys([*left, *right]))
+    rows = []
+    for key in keys:
+        va, vb = left.get(key), right.get(key)
+        same = _same(va, vb)
+        if same and only_differences:
+            continue
+        rows.append({"key": key, "a": _cell(va), "b": _cell(vb)})
+    return pd.DataFrame(rows, columns=["key", "a", "b"])
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        if pd.isna(a) and pd.isna(b):
+            return True
+    except (TypeError, ValueError):
+        pass
+    return bool(a == b) if not isinstance(a, list | dict) else a == b
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)

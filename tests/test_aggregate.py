@@ -1,0 +1,224 @@
+"""Aggregation of result files into the runs table: hand-made records with known answers, bad files,
+and the reference suite's real files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from result_records import make_record, write_record
+
+from peftbench.analysis import aggregate as agg
+from peftbench.analysis.stats import t_interval, wilson_interval
+from peftbench.errors import BadInput
+from peftbench.tasks.base import COMMON_METRICS
+
+
+def test_row_maps_every_common_metric():
+    record = make_record("lora/r8", accuracy=0.4, forgetting=0.07, memory=5000, train_time=12.0, params=77)
+    row = agg.record_to_row(record, file=agg.Path("x.json"), task="tinymath")
+    assert row["test_accuracy"] == 0.4
+    assert row["forgetting"] == 0.07
+    assert row["memory_max"] == 5000
+    assert row["memory_reserved_avg"] == 2500
+    assert row["memory_reserved_99th"] == 4999
+    assert row["train_time"] == 12.0
+    assert row["total_time"] == 18.0
+    assert row["num_trainable_params"] == 77
+    assert row["file_size"] == 4000
+    assert row["train_loss"] == 1.0
+    assert (row["method"], row["name"], row["peft_type"]) == ("lora", "r8", "LORA")
+    assert row["family"] == "low-rank (LoRA-like)"
+    assert row["train_total_tokens"] == 4000
+    assert {m.name for m in COMMON_METRICS} <= set(row)
+
+
+def test_reference_style_record_without_our_additions():
+    record = make_record("full-finetuning/lr1", task=None, seed=None, peft_type=None, forgetting=None)
+    record["train_info"]["cuda_memory_max"] = record["train_info"].pop("accelerator_memory_max")
+    row = agg.record_to_row(record, file=agg.Path("MetaMathQA/results/x.json"), task="MetaMathQA")
+    assert row["seed"] == 0
+    assert row["family"] == agg.FULL_FINETUNING
+    assert row["memory_max"] == 1_000_000  # older spelling
+    assert math.isnan(row["forgetting"])
+    assert row["memory_kind"] == "accelerator"
+
+
+@pytest.mark.parametrize(
+    ("key", "column"),
+    [
+        ("test accuracy", "test_accuracy"),
+        ("train loss", "train_loss"),
+        ("tokens / sec", "tokens_per_sec"),
+        ("test dino_similarity", "test_dino_similarity"),
+        ("test accuracy math-verify", "test_accuracy_math_verify"),
+    ],
+)
+def test_column_names(key, column):
+    assert agg.column_name(key) == column
+
+
+def test_task_from_record_else_from_the_folder_above_results(tmp_path):
+    write_record(tmp_path / "mytask" / "results", make_record("lora/a", task="tinymath"))
+    write_record(tmp_path / "mytask" / "results", make_record("lora/b", task=None, seed=None))
+    loaded = agg.load_results([tmp_path / "mytask"])
+    assert dict(zip(loaded.table["experiment_name"], loaded.table["task"], strict=True)) == {
+        "lora/a": "tinymath",
+        "lora/b": "mytask",
+    }
+
+
+def test_non_success_runs_are_skipped_and_counted(tmp_path):
+    results = tmp_path / "t" / "results"
+    write_record(results, make_record("lora/a"))
+    write_record(results, make_record("lora/b", status="failed"))
+    write_record(results, make_record("lora/c", status="canceled"))
+    loaded = agg.load_results([results])
+    assert loaded.table["experiment_name"].tolist() == ["lora/a"]
+    assert loaded.n_not_success == 2
+    assert "2 skipped: status not success" in loaded.summary
+
+
+def test_latest_run_per_experiment_and_seed_is_kept(tmp_path):
+    results = tmp_path / "t" / "results"
+    temporary = tmp_path / "t" / "temporary_results"
+    write_record(results, make_record("lora/a", accuracy=0.1, created_at="2026-01-01T00:00:00+00:00"))
+    later = make_record("lora/a", accuracy=0.2, created_at="2026-02-01T00:00:00+00:00")
+    write_record(temporary, later, "lora--a--t.json")
+    write_record(results, make_record("lora/a", seed=1, accuracy=0.3))
+    only_results = agg.load_results([tmp_path / "t"])
+    assert sorted(only_results.table["test_accuracy"]) == [0.1, 0.3]
+    both = agg.load_results([tmp_path / "t"], include_temporary=True)
+    assert both.table[["seed", "test_accuracy"]].values.tolist() == [[0, 0.2], [1, 0.3]]
+    assert both.n_superseded == 1
+    # the superseded run's curve went with it
+    assert set(both.curves["file"]) == set(both.table["file"])
+    assert "superseded" in both.summary
+
+
+def test_same_folder_twice_counts_once(tmp_path):
+    results = tmp_path / "t" / "results"
+    write_record(results, make_record("lora/a"))
+    loaded = agg.load_results([results, tmp_path / "t", results / ".." / "results"])
+    assert len(loaded.table) == 1
+    assert loaded.n_superseded == 0
+
+
+def test_bad_files_are_skipped_with_a_warning_naming_them(tmp_path):
+    results = tmp_path / "t" / "results"
+    good = write_record(results, make_record("lora/a"))
+    (results / "corrupt.json").write_bytes(b"\x00\xff{{{ not json")
+    (results / "truncated.json").write_text(good.read_text()[:200])
+    (results / "foreign.json").write_text(json.dumps({"name": "package.json", "version": "1.0"}))
+    (results / "list.json").write_text("[1, 2, 3]")
+    wrong_types = make_record("lora/z")
+    wrong_types["run_info"]["peft_config"] = ["not", "an", "object"]
+    write_record(results, wrong_types, "wrong-types.json")
+    (results / "notes.txt").write_text("ignored: not JSON by name")
+    loaded = agg.load_results([results])
+    assert loaded.table["experiment_name"].tolist() == ["lora/a"]
+    assert loaded.n_files == 6
+    for name in ("corrupt.json", "truncated.json", "foreign.json", "list.json", "wrong-types.json"):
+        assert sum(name in w for w in loaded.warnings) == 1, (name, loaded.warnings)
+    assert all("\n" not in w for w in loaded.warnings)
+    assert "5 unreadable" in loaded.summary
+
+
+def test_empty_and_missing_results_give_an_empty_table(tmp_path):
+    (tmp_path / "empty").mkdir()
+    loaded = agg.load_results([tmp_path / "empty"])
+    assert loaded.table.empty
+    assert {"experiment_name", "test_accuracy"} <= set(loaded.table.columns)
+    assert loaded.summary == agg.NO_RESULTS
+    # a task folder that has experiments but no results/ yet
+    (tmp_path / "task" / "experiments").mkdir(parents=True)
+    assert agg.load_results([tmp_path / "task"]).summary == agg.NO_RESULTS
+
+
+def test_missing_path_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="no such folder"):
+        agg.load_results([tmp_path / "nope"])
+    (tmp_path / "file.json").write_text("{}")
+    with pytest.raises(BadInput, match="not a folder"):
+        agg.load_results([tmp_path / "file.json"])
+
+
+def test_curves(tmp_path):
+    write_record(tmp_path / "t" / "results", make_record("lora/a", steps=4, accuracy=0.8))
+    curves = agg.load_results([tmp_path / "t"]).curves
+    assert curves["step"].tolist() == [10, 20, 30, 40]
+    assert curves["train_loss"].tolist() == [2.0, 1.5, 1.0, 0.5]
+    assert curves["valid_accuracy"].tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert set(curves["experiment_name"]) == {"lora/a"}
+
+
+def test_seed_summary_uses_the_t_interval_and_wilson(tmp_path):
+    results = tmp_path / "t" / "results"
+    for seed, acc in enumerate([0.4, 0.5, 0.6]):
+        write_record(results, make_record("lora/a", seed=seed, accuracy=acc))
+    write_record(results, make_record("ia3/b", accuracy=0.3, test_correct="1110000000"))
+    write_record(results, make_record("ia3/c", accuracy=0.3))
+    table = agg.load_results([results]).table
+    summary = agg.seed_summary(table, COMMON_METRICS).set_index("experiment_name")
+    expected = t_interval([0.4, 0.5, 0.6])
+    assert summary.loc["lora/a", "n_seeds"] == 3
+    assert summary.loc["lora/a", "test_accuracy"] == pytest.approx(expected.mean)
+    assert summary.loc["lora/a", "test_accuracy_low"] == pytest.approx(expected.low)
+    assert summary.loc["lora/a", "test_accuracy_high"] == pytest.approx(expected.high)
+    wilson = wilson_interval(3, 10)
+    assert summary.loc["ia3/b", "test_accuracy_low"] == pytest.approx(wilson.low)
+    assert summary.loc["ia3/b", "test_accuracy_high"] == pytest.approx(wilson.high)
+    # one seed and no per-item results: no interval, not a made-up one
+    assert math.isnan(summary.loc["ia3/c", "test_accuracy_low"])
+    assert math.isnan(summary.loc["ia3/c", "memory_max_low"])
+
+
+def test_task_metrics_come_from_the_plugin_or_fall_back_with_a_note():
+    metrics, note = agg.task_metrics("no-such-task")
+    assert metrics == COMMON_METRICS
+    assert "no-such-task" in note
+
+
+def test_available_metrics_skips_empty_columns():
+    df = pd.DataFrame({"test_accuracy": [math.nan], "memory_max": [1.0]})
+    assert [m.name for m in agg.available_metrics(df, COMMON_METRICS)] == ["memory_max"]
+
+
+def test_diff_runs_shows_config_and_metric_differences(tmp_path):
+    results = tmp_path / "t" / "results"
+    write_record(results, make_record("lora/a", lr=1e-3, accuracy=0.5))
+    write_record(results, make_record("lora/b", lr=1e-4, accuracy=0.5))
+    table = agg.load_results([results]).table
+    diff = agg.diff_runs(table.iloc[0], table.iloc[1]).set_index("key")
+    assert diff.loc["train_config.optimizer_kwargs.lr"].tolist() == ["0.001", "0.0001"]
+    assert diff.loc["experiment_name"].tolist() == ["lora/a", "lora/b"]
+    assert "test_accuracy" not in diff.index  # equal values are left out
+    full = agg.diff_runs(table.iloc[0], table.iloc[1], only_differences=False)
+    assert "test_accuracy" in set(full["key"])
+
+
+def test_reference_files_load_unchanged(reference_dir):
+    loaded = agg.load_results([reference_dir / "MetaMathQA", reference_dir / "image-gen"])
+    assert loaded.warnings == []
+    table = loaded.table
+    math_runs = table[table["task"] == "MetaMathQA"]
+    assert len(math_runs) == len(list((reference_dir / "MetaMathQA" / "results").glob("*.json")))
+    assert set(table["task"]) == {"MetaMathQA", "image-gen"}
+    assert (table["seed"] == 0).all()
+    # values straight from one file
+    path = reference_dir / "MetaMathQA" / "results" / "lora--llama-3.2-3B-rank32.json"
+    raw = json.loads(path.read_text())
+    row = table[table["file"] == str(path.resolve())].iloc[0]
+    assert row["memory_max"] == raw["train_info"]["accelerator_memory_max"]
+    assert row["test_accuracy"] == raw["train_info"]["metrics"][-1]["test accuracy"]
+    assert row["forgetting"] == raw["train_info"]["metrics"][-1]["forgetting"]
+    assert row["model_id"] == "meta-llama/Llama-3.2-3B"
+    assert math_runs["test_accuracy"].notna().all()
+    assert (table.loc[table["method"] == "full-finetuning", "family"] == agg.FULL_FINETUNING).all()
+    # the image task's own final metrics become columns without any task-specific code
+    images = table[table["task"] == "image-gen"]
+    assert images["test_dino_similarity"].notna().all()
+    assert images["test_accuracy"].isna().all()
+    assert not loaded.curves.empty
