@@ -289,6 +289,14 @@ def _bootstrap_replicates(
     return out
 
 
+def _one_seed_caveat(n_a: int, n_b: int) -> str:
+    """With one seed on a side, that side's variation across seeds is unknown and not in the interval."""
+    if (n_a == 1) == (n_b == 1):
+        return ""
+    side = "A" if n_a == 1 else "B"
+    return f"; {side} has one seed, so its variation across seeds is not counted (interval too narrow)"
+
+
 def _bootstrap_comparison(
     a_runs: Sequence[ItemRun], b_runs: Sequence[ItemRun], *, confidence: float, n_boot: int, rng_seed: int
 ) -> PairedComparison:
@@ -313,7 +321,8 @@ def _bootstrap_comparison(
         n_items=a.shape[1],
         n_seeds_a=a.shape[0],
         n_seeds_b=b.shape[0],
-        method=f"paired bootstrap over items and seeds ({n_boot} resamples, rng seed {rng_seed})",
+        method=f"paired bootstrap over items and seeds ({n_boot} resamples, rng seed {rng_seed})"
+        + _one_seed_caveat(a.shape[0], b.shape[0]),
         confidence=confidence,
     )
 
@@ -339,7 +348,9 @@ def paired_comparison(
         raise BadInput(f"method must be auto, mcnemar or bootstrap, got {method!r}")
     if n_boot < 100:
         raise BadInput(f"n_boot must be at least 100 for a usable bootstrap, got {n_boot}")
-    a_runs, b_runs = list(a_runs), list(b_runs)
+    # Sorted so that the bootstrap's draws, and so its result, do not depend on the order of the files.
+    a_runs = sorted(a_runs, key=lambda r: (r.seed, r.source))
+    b_runs = sorted(b_runs, key=lambda r: (r.seed, r.source))
     _check_pairable(a_runs, b_runs)
     one_seed = len(a_runs) == 1 and len(b_runs) == 1
     if method == "mcnemar" and not one_seed:
@@ -487,26 +498,38 @@ def indistinguishable_from_best(
     return table["tied_with_best"]
 
 
-def _item_runs(group: pd.DataFrame) -> list[ItemRun] | None:
-    """The group's per-item data, or None when any run lacks it (reference files, older runs)."""
-    if CORRECT_COLUMN not in group.columns or HASH_COLUMN not in group.columns:
-        return None
-    if group[CORRECT_COLUMN].isna().any() or group[HASH_COLUMN].isna().any():
-        return None
-    sources = group["file"].astype(str) if "file" in group.columns else pd.Series("", index=group.index)
-    seeds = group["seed"] if "seed" in group.columns else pd.Series(0, index=group.index)
-    return [
-        ItemRun(parse_correct(c, source=src), str(h), int(s), src)
-        for c, h, s, src in zip(group[CORRECT_COLUMN], group[HASH_COLUMN], seeds, sources, strict=True)
-    ]
+def item_runs(group: pd.DataFrame) -> list[ItemRun]:
+    """The per-item data of some rows of the runs table (peftbench.analysis.aggregate).
+
+    Raises BadInput naming the first file without per-item data (reference files, older runs).
+    """
+    out = []
+    for _, row in group.iterrows():
+        source = str(row.get("file") or "a run")
+        correct, items_hash = row.get(CORRECT_COLUMN), row.get(HASH_COLUMN)
+        if not isinstance(correct, str):
+            raise BadInput(
+                f"{source}: per-item data is missing (no train_info.test_correct; files of the reference "
+                "suite and runs that did not finish do not have it), so paired tests cannot use this run"
+            )
+        if not isinstance(items_hash, str) or not items_hash:
+            raise BadInput(
+                f"{source}: train_info.test_items_hash is missing, so its test items cannot be matched"
+            )
+        seed = row.get("seed")
+        out.append(ItemRun(parse_correct(correct, source=source), items_hash, int(seed or 0), source))
+    return out
 
 
 def _test_against_best(
     group: pd.DataFrame, best: pd.DataFrame, *, metric: str, n_boot: int, rng_seed: int
 ) -> dict:
     if metric == ACCURACY_COLUMN:
-        mine, theirs = _item_runs(group), _item_runs(best)
-        if mine is not None and theirs is not None:
+        try:
+            mine, theirs = item_runs(group), item_runs(best)
+        except BadInput:
+            pass  # no per-item data: fall back to the seeds
+        else:
             try:
                 res = paired_comparison(mine, theirs, n_boot=n_boot, rng_seed=rng_seed)
             except BadInput as exc:

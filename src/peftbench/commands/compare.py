@@ -1,0 +1,310 @@
+"""`peftbench compare`: test accuracy of two experiments, or of all against a baseline, with paired tests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+HELP = "compare two experiments with confidence intervals and paired tests"
+
+USAGE = """peftbench compare RESULTS [RESULTS ...] EXP_A EXP_B
+       peftbench compare RESULTS [RESULTS ...] --baseline EXP"""
+
+EPILOG = """RESULTS is a results folder or a task folder (benchmarks/<task>, meaning its results/).
+EXP is an experiment name as in run_info.experiment_name (<method>/<name>); an experiment folder
+path (.../experiments/<method>/<name>) works too. One seed each: exact McNemar test and Newcombe's
+paired interval; several seeds: a paired bootstrap over items and seeds. With --baseline, p-values
+are Holm-corrected for the number of comparisons. See docs/statistics.md."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = USAGE
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "args",
+        nargs="+",
+        metavar="RESULTS... [EXP_A EXP_B]",
+        help="results or task folders, then (without --baseline) the two experiments to compare",
+    )
+    parser.add_argument("--baseline", metavar="EXP", help="compare every experiment against this one")
+    parser.add_argument("--task", help="the task, when the folders hold results of several tasks")
+    parser.add_argument(
+        "--include-temporary", action="store_true", help="also read temporary_results/ of task folders"
+    )
+    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level (default 0.95)")
+    parser.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)"
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=None, metavar="N", help="bootstrap resamples (default 10000)"
+    )
+    parser.add_argument("--rng-seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+
+
+def main(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from peftbench.analysis.aggregate import load_results
+    from peftbench.analysis.stats import DEFAULT_BOOTSTRAP
+    from peftbench.errors import BadInput
+
+    if not 0 < args.confidence < 1:
+        raise BadInput(f"--confidence must be between 0 and 1, got {args.confidence}")
+    if not 0 < args.alpha < 1:
+        raise BadInput(f"--alpha must be between 0 and 1, got {args.alpha}")
+    n_boot = DEFAULT_BOOTSTRAP if args.bootstrap is None else args.bootstrap
+    if args.baseline is None:
+        if len(args.args) < 3:
+            raise BadInput(
+                "give one or more results folders, then the two experiments: RESULTS... EXP_A EXP_B"
+            )
+        paths, experiments = args.args[:-2], [experiment_id(e) for e in args.args[-2:]]
+        if experiments[0] == experiments[1]:
+            raise BadInput(f'EXP_A and EXP_B are the same experiment "{experiments[0]}"')
+    else:
+        paths, experiments = args.args, None
+    loaded = load_results(paths, include_temporary=args.include_temporary)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    table: pd.DataFrame = select_task(loaded.table, task=args.task, paths=paths)
+    options = {"confidence": args.confidence, "n_boot": n_boot, "rng_seed": args.rng_seed}
+    if experiments is not None:
+        result = compare_two(table, *experiments, **options)
+        print(render_pair(result, fmt=args.format))
+    else:
+        result = compare_all(table, experiment_id(args.baseline), alpha=args.alpha, **options)
+        print(render_baseline(result, fmt=args.format))
+    return 0
+
+
+def experiment_id(text: str) -> str:
+    """ "<method>/<name>" from an experiment name or an experiment folder path."""
+    parts = [p for p in text.replace("\\", "/").split("/") if p]
+    if "experiments" in parts[:-2]:
+        index = len(parts) - 1 - parts[::-1].index("experiments")
+        parts = parts[index + 1 :]
+    return "/".join(parts)
+
+
+def select_task(table, *, task: str | None, paths: list[str]):
+    """The runs of one task: --task, or the only task present."""
+    from peftbench.errors import BadInput, did_you_mean
+
+    if table.empty:
+        raise BadInput(f"no successful runs found in {', '.join(paths)}")
+    tasks = sorted(table["task"].unique())
+    if task is not None:
+        if task not in tasks:
+            raise BadInput(f'no runs of task "{task}"{did_you_mean(task, tasks)}; found: {", ".join(tasks)}')
+        return table[table["task"] == task]
+    if len(tasks) > 1:
+        raise BadInput(
+            f"the folders hold results of several tasks ({', '.join(tasks)}); choose one with --task"
+        )
+    return table
+
+
+def _runs_of(table, experiment: str):
+    from peftbench.errors import BadInput, did_you_mean
+
+    group = table[table["experiment_name"] == experiment]
+    if group.empty:
+        names = sorted(table["experiment_name"].unique())
+        raise BadInput(f'no successful runs of experiment "{experiment}"{did_you_mean(experiment, names)}')
+    return group.sort_values("seed")
+
+
+def _accuracy_interval(runs, confidence: float):
+    """Accuracy of one experiment: t-interval across seeds, or Wilson over the items of one run."""
+    from peftbench.analysis.stats import t_interval, wilson_interval
+
+    if len(runs) == 1:
+        correct = runs[0].correct
+        return wilson_interval(int(correct.sum()), len(correct), confidence=confidence), "Wilson, items"
+    return t_interval([r.accuracy for r in runs], confidence=confidence), "t, seeds"
+
+
+def compare_two(table, exp_a: str, exp_b: str, *, confidence: float, n_boot: int, rng_seed: int) -> dict:
+    """Paired comparison of two experiments of the runs table, as a plain dict for rendering."""
+    from dataclasses import asdict
+
+    from peftbench.analysis.stats import item_runs, paired_comparison
+
+    a_runs, b_runs = item_runs(_runs_of(table, exp_a)), item_runs(_runs_of(table, exp_b))
+    res = paired_comparison(a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed)
+    experiments = []
+    for name, runs in ((exp_a, a_runs), (exp_b, b_runs)):
+        interval, kind = _accuracy_interval(runs, confidence)
+        experiments.append(
+            {
+                "experiment": name,
+                "accuracy": interval.mean,
+                "low": interval.low,
+                "high": interval.high,
+                "interval": kind,
+                "seeds": [r.seed for r in runs],
+            }
+        )
+    return {"task": table["task"].iloc[0], "a": exp_a, "b": exp_b, "experiments": experiments, **asdict(res)}
+
+
+def compare_all(table, baseline: str, *, alpha: float, confidence: float, n_boot: int, rng_seed: int) -> dict:
+    """Every experiment against `baseline`; experiments without per-item data get a note."""
+    from peftbench.analysis.stats import compare_to_baseline, item_runs
+    from peftbench.errors import BadInput
+
+    base_runs = item_runs(_runs_of(table, baseline))
+    runs, missing = {baseline: base_runs}, []
+    for name, group in table.groupby("experiment_name", sort=True):
+        if name == baseline:
+            continue
+        try:
+            runs[name] = item_runs(group.sort_values("seed"))
+        except BadInput as exc:
+            missing.append({"experiment": name, "n_seeds": len(group), "note": str(exc)})
+    if len(runs) == 1 and not missing:
+        raise BadInput(f'only the baseline "{baseline}" has runs: nothing to compare with')
+    result = compare_to_baseline(
+        runs, baseline, confidence=confidence, alpha=alpha, n_boot=n_boot, rng_seed=rng_seed
+    )
+    return {
+        "task": table["task"].iloc[0],
+        "baseline": baseline,
+        "baseline_seeds": len(base_runs),
+        "confidence": confidence,
+        "alpha": alpha,
+        "comparisons": [_clean(r) for r in result.to_dict(orient="records")],
+        "without_per_item_data": missing,
+    }
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    """NaN and pandas NA as None, numpy scalars as Python ones (for JSON)."""
+    import pandas as pd
+
+    out = {}
+    for key, value in row.items():
+        if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            value = None
+        elif hasattr(value, "item"):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def _num(x: float | None, digits: int = 3, *, sign: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def _p(p: float | None) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _ci(low, high, *, sign: bool = False) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"[{_num(low, sign=sign)}, {_num(high, sign=sign)}]"
+
+
+def _grid(header: list[str], rows: list[list[str]], *, markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def render_pair(result: dict, *, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result, indent=2, default=float)
+    md = fmt == "markdown"
+    level = f"{round(result['confidence'] * 100)}%"
+    rows = [
+        [
+            e["experiment"],
+            _num(e["accuracy"]),
+            _ci(e["low"], e["high"]),
+            e["interval"],
+            str(len(e["seeds"])),
+        ]
+        for e in result["experiments"]
+    ]
+    table = _grid(["experiment", "test accuracy", f"{level} CI", "interval", "seeds"], rows, markdown=md)
+    discordant = ""
+    if result["only_a"] is not None:
+        discordant = f"; items only A got right: {result['only_a']}, only B: {result['only_b']}"
+    lines = [
+        f"task {result['task']}: A = {result['a']}, B = {result['b']}, {result['n_items']} paired test items",
+        "",
+        table,
+        "",
+        f"difference A - B: {_num(result['diff'], sign=True)}, {level} CI "
+        f"{_ci(result['low'], result['high'], sign=True)}, p = {_p(result['p_value'])}",
+        f"method: {result['method']}{discordant}",
+    ]
+    return "\n".join(lines)
+
+
+def render_baseline(result: dict, *, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result, indent=2, default=float)
+    md = fmt == "markdown"
+    level = f"{round(result['confidence'] * 100)}%"
+    rows, notes = [], []
+    for c in result["comparisons"]:
+        if c["p_value"] is None:
+            notes.append(f"{c['experiment']}: {c['note']}")
+            continue
+        significant = "yes" if c["significant"] else "no"
+        rows.append(
+            [
+                c["experiment"],
+                _num(c["acc"]),
+                _num(c["diff"], sign=True),
+                _ci(c["low"], c["high"], sign=True),
+                _p(c["p_value"]),
+                _p(c["p_holm"]),
+                significant,
+                str(c["n_items"]),
+                str(c["n_seeds"]),
+            ]
+        )
+    notes += [f"{m['experiment']}: {m['note']}" for m in result["without_per_item_data"]]
+    header = [
+        "experiment",
+        "accuracy",
+        "diff",
+        f"{level} CI",
+        "p",
+        "p (Holm)",
+        "significant",
+        "items",
+        "seeds",
+    ]
+    lines = [
+        f"task {result['task']}: test accuracy against baseline {result['baseline']} "
+        f"({result['baseline_seeds']} seed(s)); significant: Holm-corrected p < {result['alpha']}",
+        "",
+        _grid(header, rows, markdown=md) if rows else "(no experiment could be paired with the baseline)",
+    ]
+    methods = sorted({c["method"] for c in result["comparisons"] if c.get("method")})
+    if methods:
+        lines += ["", "method: " + "; ".join(methods)]
+    if notes:
+        lines += ["", "not compared:", *(f"  {n}" for n in notes)]
+    return "\n".join(lines)

@@ -1,0 +1,194 @@
+"""`peftbench compare` end to end on small hand-made result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peftbench.analysis.stats import ItemRun, paired_comparison
+from peftbench.cli import main
+from peftbench.commands.compare import experiment_id
+
+HASH = "ab" * 32
+
+
+def write_result(folder: Path, experiment: str, correct: str, *, seed: int = 0, items_hash: str | None = HASH,
+                 task: str = "tinymath", status: str = "success") -> Path:  # fmt: skip
+    """A minimal result record of our format; seed 0 keeps the reference's file name."""
+    train_info = {
+        "status": status,
+        "metrics": [
+            {"step": 10, "valid accuracy": 0.5},
+            {"step": 10, "test accuracy": correct.count("1") / len(correct)},
+        ],
+    }
+    if correct is not None:
+        train_info["test_correct"] = correct
+    if items_hash is not None:
+        train_info["test_items_hash"] = items_hash
+    record = {
+        "schema_version": 1,
+        "run_info": {
+            "experiment_name": experiment,
+            "seed": seed,
+            "task_name": task,
+            "created_at": "2026-11-29T09:00:00+00:00",
+        },
+        "train_info": train_info,
+        "meta_info": {},
+    }
+    name = experiment.replace("/", "--") + (f"--seed{seed}" if seed else "") + ".json"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(record))
+    return folder / name
+
+
+def bits(rng, p, n=120):
+    return "".join("1" if x else "0" for x in rng.random(n) < p)
+
+
+@pytest.fixture
+def task_dir(tmp_path):
+    """A task folder with three experiments: lora/a and lora/b with three seeds, ia3/c with one."""
+    rng = np.random.default_rng(0)
+    results = tmp_path / "tinymath" / "results"
+    for seed in range(3):
+        write_result(results, "lora/a", bits(rng, 0.8), seed=seed)
+        write_result(results, "lora/b", bits(rng, 0.5), seed=seed)
+    write_result(results, "ia3/c", bits(rng, 0.75))
+    (tmp_path / "tinymath" / "experiments").mkdir()
+    return tmp_path / "tinymath"
+
+
+def run_cli(capsys, *argv):
+    code = main(["compare", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_two_experiments_with_seeds_print_the_bootstrap_result(task_dir, capsys):
+    code, out, err = run_cli(capsys, task_dir, "lora/a", "lora/b", "--bootstrap", "2000")
+    assert code == 0, err
+    assert "A = lora/a, B = lora/b, 120 paired test items" in out
+    assert "paired bootstrap over items and seeds (2000 resamples" in out
+    # the printed numbers are those of the library function on the same data
+    runs = {}
+    for f in sorted((task_dir / "results").glob("lora--*.json")):
+        record = json.loads(f.read_text())
+        runs.setdefault(record["run_info"]["experiment_name"], []).append(
+            ItemRun(
+                np.array([c == "1" for c in record["train_info"]["test_correct"]]),
+                HASH,
+                record["run_info"]["seed"],
+            )
+        )
+    res = paired_comparison(runs["lora/a"], runs["lora/b"], n_boot=2000)
+    assert f"difference A - B: {res.diff:+.3f}" in out
+    assert f"[{res.low:+.3f}, {res.high:+.3f}]" in out
+    assert "t, seeds" in out
+
+
+def test_one_seed_each_uses_mcnemar_and_json_output_is_machine_readable(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_result(results, "lora/a", "1111111111" + "1100")
+    write_result(results, "ia3/b", "0000000000" + "1100")
+    code, out, _ = run_cli(capsys, results, "lora/a", "ia3/b", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["only_a"] == 10 and data["only_b"] == 0
+    assert data["p_value"] == pytest.approx(2 * 0.5**10)
+    assert data["experiments"][0]["interval"] == "Wilson, items"
+
+
+def test_baseline_compares_all_with_holm_and_notes_reference_files(task_dir, capsys, reference_dir):
+    reference = reference_dir / "MetaMathQA" / "results" / "lora--llama-3.2-3B-rank32.json"
+    results = task_dir / "results"
+    record = json.loads(reference.read_text())
+    record["run_info"]["task_name"] = "tinymath"  # pretend it belongs here: it has no per-item data
+    (results / reference.name).write_text(json.dumps(record))
+    code, out, err = run_cli(capsys, task_dir, "--baseline", "lora/b", "--bootstrap", "1000")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "against baseline lora/b (3 seed(s))" in lines[0]
+    table_rows = [line for line in lines if line.startswith(("lora/a", "ia3/c"))]
+    assert [r.split()[0] for r in table_rows] == ["lora/a", "ia3/c"]  # best first
+    assert table_rows[0].split()[7] == "yes"  # the CI holds a space
+    assert "lora/llama-3.2-3B-rank32:" in out and "per-item data is missing" in out
+
+
+def test_markdown_output(task_dir, capsys):
+    code, out, _ = run_cli(
+        capsys, task_dir, "--baseline", "lora/b", "--format", "markdown", "--bootstrap", "500"
+    )
+    assert code == 0
+    assert "| experiment | accuracy | diff |" in out and "|---|" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["lora/a", "lora/aa"], 'no successful runs of experiment "lora/aa" (did you mean "lora/a"?)'),
+        (["lora/a", "lora/a"], "same experiment"),
+        (["lora/a"], "then the two experiments"),
+        (["--baseline", "lora/bb"], 'did you mean "lora/b"'),
+        (["lora/a", "lora/b", "--confidence", "95"], "--confidence must be between 0 and 1"),
+        (["lora/a", "lora/b", "--task", "tinymat"], 'did you mean "tinymath"'),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(task_dir, capsys, extra, message):
+    code, out, err = run_cli(capsys, task_dir, *extra)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert out == ""
+
+
+def test_mismatched_test_sets_are_a_clear_error(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_result(results, "lora/a", "1010")
+    write_result(results, "lora/b", "1011", items_hash="cd" * 32)
+    code, _, err = run_cli(capsys, results, "lora/a", "lora/b")
+    assert code == 2 and "test sets differ" in err and "lora--b.json" in err
+
+
+def test_missing_per_item_data_is_named(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_result(results, "lora/a", "1010")
+    path = write_result(results, "lora/b", "1011")
+    record = json.loads(path.read_text())
+    del record["train_info"]["test_correct"]
+    path.write_text(json.dumps(record))
+    code, _, err = run_cli(capsys, results, "lora/a", "lora/b")
+    assert code == 2 and f"{path}: per-item data is missing" in err
+
+
+def test_several_tasks_need_task_and_empty_folders_say_so(tmp_path, capsys):
+    write_result(tmp_path / "one" / "results", "lora/a", "10", task="one")
+    write_result(tmp_path / "two" / "results", "lora/a", "10", task="two")
+    code, _, err = run_cli(capsys, tmp_path / "one", tmp_path / "two", "--baseline", "lora/a")
+    assert code == 2 and "--task" in err
+    (tmp_path / "empty" / "results").mkdir(parents=True)
+    code, _, err = run_cli(capsys, tmp_path / "empty", "a/b", "c/d")
+    assert code == 2 and "no successful runs" in err
+
+
+def test_temporary_results_only_with_the_flag(task_dir, capsys):
+    write_result(task_dir / "temporary_results", "oft/d", "1" * 120)
+    code, _, err = run_cli(capsys, task_dir, "oft/d", "lora/b")
+    assert code == 2 and "oft/d" in err
+    code, out, _ = run_cli(capsys, task_dir, "oft/d", "lora/b", "--include-temporary", "--bootstrap", "500")
+    assert code == 0 and "A = oft/d" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lora/r8", "lora/r8"),
+        ("benchmarks/tinymath/experiments/lora/r8/", "lora/r8"),
+        ("lora/r8/", "lora/r8"),
+    ],
+)
+def test_experiment_id_accepts_folder_paths(text, expected):
+    assert experiment_id(text) == expected
