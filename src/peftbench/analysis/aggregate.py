@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from peftbench.errors import BadInput
+from peftbench.errors import BadInput, did_you_mean
 from peftbench.results import final_metrics, load_result
 from peftbench.tasks.base import COMMON_METRICS, Metric
 
@@ -467,3 +467,65 @@ def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
+
+
+def tasks_in(table: pd.DataFrame) -> list[str]:
+    return sorted(table["task"].dropna().unique()) if not table.empty else []
+
+
+def choose_task(table: pd.DataFrame, task: str | None) -> str:
+    """The task to show: `task` when given and present, else the only one; BadInput when ambiguous."""
+    tasks = tasks_in(table)
+    if task is not None:
+        if task not in tasks:
+            raise BadInput(
+                f'no results of task "{task}"{did_you_mean(task, tasks)}; tasks: {", ".join(tasks)}'
+            )
+        return task
+    if len(tasks) > 1:
+        raise BadInput(f"results of several tasks ({', '.join(tasks)}): choose one with --task")
+    if not tasks:
+        raise BadInput(NO_RESULTS)
+    return tasks[0]
+
+
+def select(table: pd.DataFrame, *, task: str | None = None, model_id: str | None = None) -> pd.DataFrame:
+    """The runs of one task and (optionally) one base model."""
+    rows = table
+    if task is not None:
+        rows = rows[rows["task"] == task]
+    if model_id is not None:
+        rows = rows[rows["model_id"].fillna("") == model_id]
+    return rows
+
+
+def compact_columns(df: pd.DataFrame, metrics: Iterable[Metric]) -> list[str]:
+    """The columns worth a glance: identity, the metrics that have values, when."""
+    metric_names = [m.name for m in available_metrics(df, metrics)]
+    return ["experiment_name", "seed", "family", *metric_names, "created_at"]
+
+
+def mark_tied_with_best(table: pd.DataFrame, metric: Metric, *, alpha: float = 0.05) -> pd.Series:
+    """Per run: whether its experiment is not significantly different from the best on `metric`
+    (peftbench.analysis.stats.best_comparisons); <NA> where it cannot be told (one seed, no items)."""
+    from peftbench.analysis.stats import best_comparisons
+
+    if table.empty or metric.name not in table.columns:
+        return pd.Series(pd.NA, index=table.index, dtype="boolean")
+    per_experiment = best_comparisons(
+        table, metric.name, higher_is_better=metric.higher_is_better, alpha=alpha
+    )
+    tied = per_experiment["tied_with_best"]
+    return table["experiment_name"].map(tied).astype("boolean")
+
+
+def whole_number_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric columns whose values are all whole numbers (bytes, counts): shown without decimals."""
+    out = []
+    for column in df.columns:
+        if df[column].dtype.kind not in "fiu" or df[column].dtype.kind == "b":
+            continue
+        values = pd.to_numeric(df[column], errors="coerce").dropna()
+        if not values.empty and bool((values == values.round()).all()):
+            out.append(column)
+    return out

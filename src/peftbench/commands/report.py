@@ -1,0 +1,35 @@
+"""`peftbench report`: write one self-contained HTML file with the table, Pareto plot and curves."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "write a self-contained HTML report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths", nargs="+", metavar="DIR", help="task folders (benchmarks/<task>) or results folders"
+    )
+    parser.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="default: report.html")
+    parser.add_argument("--title", default="peftbench report")
+    parser.add_argument(
+        "--include-temporary", action="store_true", help="with a task folder, also its temporary_results/"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from peftbench.analysis.aggregate import load_results
+    from peftbench.dashboard.report import write_report
+    from peftbench.errors import BadInput
+
+    if args.output.exists() and args.output.is_dir():
+        raise BadInput(f"{args.output}: is a folder; give the report's file name, e.g. -o report.html")
+    loaded = load_results(args.paths, include_temporary=args.include_temporary)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(loaded.summary, file=sys.stderr)
+    print(write_report(loaded, args.output, title=args.title))
+    return 0

@@ -1,0 +1,65 @@
+"""`peftbench table`: the results table of one or more results folders, as CSV, Markdown or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "print the results table (csv, markdown, json)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="RESULTS_DIR", help="results folders or task folders")
+    parser.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
+    parser.add_argument("--task", help="only this task's runs (default: all tasks found)")
+    parser.add_argument("--filter", default="", help="""keep rows matching e.g. "peft_type == 'LORA'" """)
+    parser.add_argument(
+        "--all-columns", action="store_true", help="every column (default: compact for markdown)"
+    )
+    parser.add_argument(
+        "--include-temporary", action="store_true", help="with a task folder, also its temporary_results/"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from peftbench.analysis.aggregate import (
+        compact_columns,
+        display_columns,
+        load_results,
+        select,
+        task_metrics,
+        tasks_in,
+    )
+    from peftbench.analysis.filters import apply_filter
+
+    loaded = load_results(args.paths, include_temporary=args.include_temporary)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    table = select(loaded.table, task=args.task) if args.task else loaded.table
+    table = apply_filter(table, args.filter)
+    print(loaded.summary, file=sys.stderr)
+    if table.empty:
+        return 0
+    if args.all_columns or args.format != "markdown":
+        columns = display_columns(table)
+    else:
+        metrics = {m.name: m for task in tasks_in(table) for m in task_metrics(task)[0]}.values()
+        columns = compact_columns(table, metrics)
+        if table["task"].nunique() > 1:
+            columns.insert(0, "task")
+    view = table[columns]
+    if args.format == "csv":
+        view.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(view.to_json(orient="records", date_format="iso", indent=2))
+    else:
+        print(view.to_markdown(index=False, floatfmt=_float_formats(view)))
+    return 0
+
+
+def _float_formats(view) -> tuple[str, ...]:
+    """Per column: whole numbers (bytes, parameter counts) with thousands separators, others 4 digits."""
+    from peftbench.analysis.aggregate import whole_number_columns
+
+    whole = set(whole_number_columns(view))
+    return tuple(",.0f" if column in whole else ".4g" for column in view.columns)

@@ -1,0 +1,178 @@
+"""Plotly figures shared by the Gradio app and the static report: Pareto plot and training curves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from peftbench.analysis.aggregate import FAMILIES, FULL_FINETUNING
+from peftbench.analysis.pareto import pareto_mask
+from peftbench.tasks.base import Metric
+
+# One fixed colour per method family, so that a family keeps its colour across plots and pages.
+FAMILY_COLOURS = dict(zip([*FAMILIES, FULL_FINETUNING, "other"], qualitative.Safe, strict=False))
+TEMPLATE = "plotly_white"
+
+
+def family_colour(family: str) -> str:
+    return FAMILY_COLOURS.get(family, FAMILY_COLOURS["other"])
+
+
+def message_figure(text: str) -> go.Figure:
+    """An empty figure carrying a message (no data, bad filter), so the layout does not jump."""
+    fig = go.Figure()
+    fig.add_annotation(
+        text=text, showarrow=False, font={"size": 16}, xref="paper", yref="paper", x=0.5, y=0.5
+    )
+    fig.update_layout(template=TEMPLATE, xaxis={"visible": False}, yaxis={"visible": False}, height=300)
+    return fig
+
+
+def _errors(df: pd.DataFrame, metric: Metric) -> dict | None:
+    """Asymmetric error bars from the `<metric>_low/_high` columns of a seed summary, if any."""
+    low, high = f"{metric.name}_low", f"{metric.name}_high"
+    if low not in df.columns or high not in df.columns or df[low].isna().all():
+        return None
+    mean = df[metric.name]
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": (df[high] - mean).fillna(0).tolist(),
+        "arrayminus": (mean - df[low]).fillna(0).tolist(),
+        "thickness": 1,
+    }
+
+
+def _hover(df: pd.DataFrame, x: Metric, y: Metric) -> list[str]:
+    def value(row: pd.Series, metric: Metric) -> str:
+        text = f"{metric.name}: {row[metric.name]:.4g}"
+        low, high = row.get(f"{metric.name}_low"), row.get(f"{metric.name}_high")
+        if low is not None and high is not None and not (pd.isna(low) or pd.isna(high)):
+            text += f" [{low:.4g}, {high:.4g}]"
+        return text
+
+    return [
+        "<br>".join(
+            [
+                f"<b>{row['experiment_name']}</b>",
+                f"family: {row.get('family', '')}, peft_type: {row.get('peft_type', '')}",
+                f"seeds: {row.get('n_seeds', 1)}",
+                value(row, x),
+                value(row, y),
+            ]
+        )
+        for _, row in df.iterrows()
+    ]
+
+
+def pareto_figure(experiments: pd.DataFrame, *, x: Metric, y: Metric, title: str = "") -> go.Figure:
+    """Scatter of experiments (one point each: seed means), coloured by family, error bars where
+    there are intervals, and the Pareto frontier drawn as a line through its points."""
+    data = experiments.dropna(subset=[x.name, y.name])
+    if data.empty:
+        return message_figure(f"no runs with both {x.name} and {y.name}")
+    on_front = pareto_mask(data, x=x, y=y)
+    fig = go.Figure()
+    front = data[on_front].sort_values(x.name)
+    fig.add_trace(
+        go.Scatter(
+            x=front[x.name],
+            y=front[y.name],
+            mode="lines",
+            line={"color": "rgba(40,40,40,0.35)", "width": 3, "shape": "hv" if len(front) > 1 else "linear"},
+            name="Pareto frontier",
+            hoverinfo="skip",
+        )
+    )
+    for family, group in data.groupby("family", sort=True):
+        marker_line = [2 if f else 0 for f in on_front[group.index]]
+        fig.add_trace(
+            go.Scatter(
+                x=group[x.name],
+                y=group[y.name],
+                mode="markers",
+                name=str(family),
+                marker={
+                    "color": family_colour(str(family)),
+                    "size": [14 if f else 9 for f in on_front[group.index]],
+                    "line": {"width": marker_line, "color": "black"},
+                    "opacity": 0.9,
+                },
+                error_x=_errors(group, x),
+                error_y=_errors(group, y),
+                text=_hover(group, x, y),
+                hoverinfo="text",
+                customdata=group["experiment_name"],
+            )
+        )
+    better = {True: "higher is better", False: "lower is better"}
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title or f"Pareto frontier: {x.label or x.name} vs {y.label or y.name}",
+        xaxis_title=f"{x.label or x.name} ({better[x.higher_is_better]})",
+        yaxis_title=f"{y.label or y.name} ({better[y.higher_is_better]})",
+        legend_title="method family (outlined: on the frontier)",
+        height=560,
+        margin={"l": 60, "r": 20, "t": 60, "b": 60},
+    )
+    return fig
+
+
+def _validation_column(curves: pd.DataFrame) -> str | None:
+    if "valid_accuracy" in curves.columns:
+        return "valid_accuracy"
+    return next((c for c in curves.columns if c.startswith("valid_")), None)
+
+
+def curves_figure(curves: pd.DataFrame, experiments: Sequence[str]) -> go.Figure:
+    """Train loss and the validation metric against step for the chosen experiments. With several
+    seeds: the mean per step, and error bars of the 95% t-interval across seeds."""
+    from peftbench.analysis.stats import t_interval
+
+    chosen = curves[curves["experiment_name"].isin(list(experiments))] if not curves.empty else curves
+    if chosen.empty or not experiments:
+        return message_figure("choose experiments to see their training curves")
+    valid = _validation_column(chosen)
+    panels = [("train_loss", "train loss"), *([(valid, valid.replace("_", " "))] if valid else [])]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[label for _, label in panels])
+    palette = qualitative.Plotly
+    for i, experiment in enumerate(experiments):
+        runs = chosen[chosen["experiment_name"] == experiment]
+        colour = palette[i % len(palette)]
+        for col, (column, _) in enumerate(panels, start=1):
+            if column not in runs.columns:
+                continue
+            steps, means, errors = [], [], []
+            for step, group in runs.groupby("step", sort=True):
+                interval = t_interval(group[column].tolist())
+                if interval.mean is None:
+                    continue
+                steps.append(step)
+                means.append(interval.mean)
+                errors.append(interval.half_width if interval.half_width is not None else math.nan)
+            has_errors = any(not math.isnan(e) for e in errors)
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=means,
+                    mode="lines+markers",
+                    name=experiment,
+                    legendgroup=experiment,
+                    showlegend=col == 1,
+                    line={"color": colour},
+                    error_y={"type": "data", "array": [0 if math.isnan(e) else e for e in errors]}
+                    if has_errors
+                    else None,
+                    hovertemplate=f"{experiment}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(template=TEMPLATE, height=420, title="Training curves", margin={"t": 80})
+    return fig

@@ -1,0 +1,155 @@
+"""A self-contained HTML report (tables and plotly figures, plotly's JS inlined): opens offline."""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from peftbench.analysis.aggregate import (
+    Loaded,
+    available_metrics,
+    compact_columns,
+    mark_tied_with_best,
+    seed_summary,
+    select,
+    task_metrics,
+    tasks_in,
+    whole_number_columns,
+)
+from peftbench.analysis.pareto import pareto_mask
+from peftbench.dashboard.plots import curves_figure, pareto_figure
+from peftbench.tasks.base import Metric
+
+TIED_COLUMN = "tied_with_best"
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+h1, h2, h3 { font-weight: 600; }
+table.results { border-collapse: collapse; font-size: 13px; }
+table.results th, table.results td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+table.results th { background: #f4f4f4; position: sticky; top: 0; }
+table.results td:first-child, table.results th:first-child { text-align: left; }
+.note { color: #666; font-size: 13px; }
+.scroll { max-height: 600px; overflow: auto; }
+"""
+
+
+def default_axes(metrics: list[Metric]) -> tuple[Metric, Metric] | None:
+    """Peak memory against the first higher-is-better metric (test accuracy), as the reference does."""
+    names = {m.name: m for m in metrics}
+    y = next((m for m in metrics if m.higher_is_better), None)
+    x = names.get("memory_max") or next((m for m in metrics if m is not y), None)
+    if x is None or y is None:
+        return None
+    return x, y
+
+
+def _table_html(runs: pd.DataFrame, metrics: list[Metric], primary: Metric | None) -> str:
+    columns = compact_columns(runs, metrics)
+    view = runs[columns].copy()
+    if primary is not None:
+        tied = mark_tied_with_best(runs, primary)
+        view.insert(3, TIED_COLUMN, tied.map({True: "yes", False: "no"}).fillna("?"))
+    if "created_at" in view.columns:
+        view["created_at"] = view["created_at"].dt.strftime("%Y-%m-%d %H:%M")
+    whole = set(whole_number_columns(view))
+    formatters = {
+        c: ((lambda v: f"{v:,.0f}") if c in whole else (lambda v: f"{v:.4g}"))
+        for c in view.columns
+        if view[c].dtype.kind == "f"
+    }
+    return view.to_html(
+        index=False, classes="results", border=0, na_rep="", formatters=formatters, escape=True
+    )
+
+
+def task_section(loaded: Loaded, task: str) -> str:
+    """HTML of one task: summary line, Pareto plot, results table, training curves of the frontier."""
+    runs = select(loaded.table, task=task)
+    metrics, note = task_metrics(task)
+    usable = available_metrics(runs, metrics)
+    parts = [f"<h2>{html.escape(task)}</h2>"]
+    models = ", ".join(sorted(runs["model_id"].dropna().unique()))
+    parts.append(f"<p>{len(runs)} runs of {runs['experiment_name'].nunique()} experiments; base model: ")
+    parts[-1] += f"{html.escape(models or 'unknown')}</p>"
+    if note:
+        parts.append(f'<p class="note">{html.escape(note)}</p>')
+    axes = default_axes(usable)
+    experiments = seed_summary(runs, usable)
+    frontier: list[str] = []
+    if axes is not None:
+        x, y = axes
+        fig = pareto_figure(experiments, x=x, y=y)
+        parts.append(pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"pareto-{task}"))
+        mask = pareto_mask(experiments, x=x, y=y)
+        frontier = experiments[mask].sort_values(x.name)["experiment_name"].tolist()
+        parts.append(
+            f'<p class="note">On the frontier of {html.escape(x.name)} and {html.escape(y.name)}: '
+            f"{html.escape(', '.join(frontier))}.</p>"
+        )
+    else:
+        parts.append(
+            '<p class="note">No Pareto plot: no metric of this task has a known direction and values.</p>'
+        )
+    primary = axes[1] if axes else None
+    parts.append("<h3>Results</h3>")
+    if primary is not None:
+        parts.append(
+            f'<p class="note">{TIED_COLUMN}: not significantly different from the best on '
+            f"{html.escape(primary.name)} (5% level, Holm-corrected); ? = cannot tell (one seed and no "
+            "per-item results).</p>"
+        )
+    parts.append(f'<div class="scroll">{_table_html(runs, usable, primary)}</div>')
+    curves = loaded.curves[loaded.curves["task"] == task] if not loaded.curves.empty else loaded.curves
+    if frontier and not curves.empty:
+        parts.append("<h3>Training curves (experiments on the frontier)</h3>")
+        fig = curves_figure(curves, frontier)
+        parts.append(pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"curves-{task}"))
+    return "\n".join(parts)
+
+
+def build_report(loaded: Loaded, *, title: str = "peftbench report") -> str:
+    """The whole HTML page. Plotly's JS is inlined once, in the head, so the page works offline."""
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="note">{html.escape(loaded.summary)}; written {created}</p>',
+    ]
+    for warning in loaded.warnings:
+        body.append(f'<p class="note">warning: {html.escape(warning)}</p>')
+    tasks = tasks_in(loaded.table)
+    if not tasks:
+        body.append("<p>No results yet.</p>")
+    body.extend(task_section(loaded, task) for task in tasks)
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
+def write_report(loaded: Loaded, path: Path, *, title: str = "peftbench report") -> Path:
+    """Write the report atomically; returns the absolute path."""
+    text = build_report(loaded, title=title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        # mkstemp makes the file private; a report is meant to be shared
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path.resolve()
