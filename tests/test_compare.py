@@ -69,11 +69,22 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-def test_two_experiments_with_seeds_print_the_bootstrap_result(task_dir, capsys):
-    code, out, err = run_cli(capsys, task_dir, "lora/a", "lora/b", "--bootstrap", "2000")
+@pytest.mark.parametrize(
+    ("options", "method", "expected"),
+    [
+        ([], "auto", "t-test over items x seeds"),
+        (
+            ["--method", "bootstrap", "--bootstrap", "2000"],
+            "bootstrap",
+            "paired bootstrap over items and seeds (2000 resamples",
+        ),
+    ],
+)
+def test_two_experiments_with_seeds_print_the_library_result(task_dir, capsys, options, method, expected):
+    code, out, err = run_cli(capsys, task_dir, "lora/a", "lora/b", *options)
     assert code == 0, err
     assert "A = lora/a, B = lora/b, 120 paired test items" in out
-    assert "paired bootstrap over items and seeds (2000 resamples" in out
+    assert expected in out
     # the printed numbers are those of the library function on the same data
     runs = {}
     for f in sorted((task_dir / "results").glob("lora--*.json")):
@@ -85,7 +96,7 @@ def test_two_experiments_with_seeds_print_the_bootstrap_result(task_dir, capsys)
                 record["run_info"]["seed"],
             )
         )
-    res = paired_comparison(runs["lora/a"], runs["lora/b"], n_boot=2000)
+    res = paired_comparison(runs["lora/a"], runs["lora/b"], n_boot=2000, method=method)
     assert f"difference A - B: {res.diff:+.3f}" in out
     assert f"[{res.low:+.3f}, {res.high:+.3f}]" in out
     assert "t, seeds" in out

@@ -163,10 +163,44 @@ def test_bootstrap_is_deterministic_and_detects_a_clear_difference():
     rng = np.random.default_rng(5)
     a = [_run(rng.random(300) < 0.7, seed=s) for s in range(3)]
     b = [_run(rng.random(300) < 0.5, seed=s) for s in range(3)]
-    first = paired_comparison(a, b, n_boot=2000)
-    assert first == paired_comparison(a, b, n_boot=2000)
+    first = paired_comparison(a, b, n_boot=2000, method="bootstrap")
+    assert first == paired_comparison(
+        a[::-1], b, n_boot=2000, method="bootstrap"
+    )  # order of files: no matter
     assert first.p_value < 0.01 and first.low > 0
     assert "bootstrap" in first.method
+
+
+def test_crossed_t_reduces_to_welch_on_seed_accuracies_for_constant_runs():
+    # Each run is all right or all wrong, so the items add nothing: Welch's t-test on the seeds.
+    a = [_run(np.full(50, x), seed=i) for i, x in enumerate([1, 1, 0, 1])]
+    b = [_run(np.full(50, x), seed=i) for i, x in enumerate([0, 1, 0])]
+    res = paired_comparison(a, b)
+    ref = sps.ttest_ind([1, 1, 0, 1], [0, 1, 0], equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert res.p_value == pytest.approx(ref.pvalue)
+    assert (res.low, res.high) == pytest.approx((ci.low, min(1.0, ci.high)))  # a difference is at most 1
+    assert "items x seeds" in res.method
+
+
+def test_crossed_t_reduces_to_the_paired_t_test_when_seeds_agree():
+    rng = np.random.default_rng(4)
+    a_items, b_items = rng.random(80) < 0.7, rng.random(80) < 0.55
+    res = paired_comparison(
+        [_run(a_items, seed=s) for s in range(3)], [_run(b_items, seed=s) for s in range(2)]
+    )
+    ref = sps.ttest_rel(a_items.astype(float), b_items.astype(float))
+    assert res.p_value == pytest.approx(ref.pvalue)
+    assert (res.low, res.high) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+
+
+def test_crossed_t_with_one_seed_on_a_side_pools_the_other_sides_seed_variance():
+    a = [_run(np.full(30, x), seed=i) for i, x in enumerate([1, 0, 1])]
+    b = [_run(np.full(30, 0))]
+    res = paired_comparison(a, b)
+    ref = sps.ttest_ind([1, 0, 1], [0], equal_var=True)  # pooled variance: only A's seeds estimate it
+    assert res.p_value == pytest.approx(ref.pvalue)
+    assert "B has one seed" in res.method
 
 
 @pytest.mark.parametrize(
@@ -223,7 +257,7 @@ def test_compare_to_baseline_corrects_for_many_comparisons_and_notes_unpairable(
     runs = {
         "lora/a": [_run(rng.random(200) < 0.75, seed=s) for s in range(2)],
         "base/x": base,
-        "ia3/b": [_run(rng.random(200) < 0.5)],
+        "ia3/b": [base[0]],  # one of the baseline's own runs: no real difference
         "odd/c": [_run(rng.random(100) < 0.5, source="odd.json")],
     }
     table = compare_to_baseline(runs, "base/x", n_boot=1000)
@@ -270,7 +304,7 @@ def test_indistinguishable_from_best_on_accuracy_uses_the_per_item_data():
         "close": True,
         "far": False,
     }
-    assert "bootstrap" in table.loc["far", "test"]
+    assert "items x seeds" in table.loc["far", "test"]
 
 
 def test_indistinguishable_from_best_without_per_item_data_uses_welch_or_says_it_cannot_tell():

@@ -16,8 +16,9 @@ USAGE = """peftbench compare RESULTS [RESULTS ...] EXP_A EXP_B
 EPILOG = """RESULTS is a results folder or a task folder (benchmarks/<task>, meaning its results/).
 EXP is an experiment name as in run_info.experiment_name (<method>/<name>); an experiment folder
 path (.../experiments/<method>/<name>) works too. One seed each: exact McNemar test and Newcombe's
-paired interval; several seeds: a paired bootstrap over items and seeds. With --baseline, p-values
-are Holm-corrected for the number of comparisons. See docs/statistics.md."""
+paired interval; several seeds: a t-test over items x seeds (variance components); --method
+bootstrap: a paired bootstrap over items and seeds. With --baseline, p-values are Holm-corrected
+for the number of comparisons. See docs/statistics.md."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence level (default 0.95)")
     parser.add_argument(
         "--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)"
+    )
+    parser.add_argument(
+        "--method",
+        choices=("auto", "mcnemar", "crossed-t", "bootstrap"),
+        default="auto",
+        help="auto (default): mcnemar for one seed each, crossed-t for more seeds",
     )
     parser.add_argument(
         "--bootstrap", type=int, default=None, metavar="N", help="bootstrap resamples (default 10000)"
@@ -73,7 +80,12 @@ def main(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     table: pd.DataFrame = select_task(loaded.table, task=args.task, paths=paths)
-    options = {"confidence": args.confidence, "n_boot": n_boot, "rng_seed": args.rng_seed}
+    options = {
+        "confidence": args.confidence,
+        "n_boot": n_boot,
+        "rng_seed": args.rng_seed,
+        "method": args.method,
+    }
     if experiments is not None:
         result = compare_two(table, *experiments, **options)
         print(render_pair(result, fmt=args.format))
@@ -130,14 +142,18 @@ def _accuracy_interval(runs, confidence: float):
     return t_interval([r.accuracy for r in runs], confidence=confidence), "t, seeds"
 
 
-def compare_two(table, exp_a: str, exp_b: str, *, confidence: float, n_boot: int, rng_seed: int) -> dict:
+def compare_two(
+    table, exp_a: str, exp_b: str, *, confidence: float, n_boot: int, rng_seed: int, method: str = "auto"
+) -> dict:
     """Paired comparison of two experiments of the runs table, as a plain dict for rendering."""
     from dataclasses import asdict
 
     from peftbench.analysis.stats import item_runs, paired_comparison
 
     a_runs, b_runs = item_runs(_runs_of(table, exp_a)), item_runs(_runs_of(table, exp_b))
-    res = paired_comparison(a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed)
+    res = paired_comparison(
+        a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed, method=method
+    )
     experiments = []
     for name, runs in ((exp_a, a_runs), (exp_b, b_runs)):
         interval, kind = _accuracy_interval(runs, confidence)
@@ -154,7 +170,16 @@ def compare_two(table, exp_a: str, exp_b: str, *, confidence: float, n_boot: int
     return {"task": table["task"].iloc[0], "a": exp_a, "b": exp_b, "experiments": experiments, **asdict(res)}
 
 
-def compare_all(table, baseline: str, *, alpha: float, confidence: float, n_boot: int, rng_seed: int) -> dict:
+def compare_all(
+    table,
+    baseline: str,
+    *,
+    alpha: float,
+    confidence: float,
+    n_boot: int,
+    rng_seed: int,
+    method: str = "auto",
+) -> dict:
     """Every experiment against `baseline`; experiments without per-item data get a note."""
     from peftbench.analysis.stats import compare_to_baseline, item_runs
     from peftbench.errors import BadInput
@@ -171,7 +196,7 @@ def compare_all(table, baseline: str, *, alpha: float, confidence: float, n_boot
     if len(runs) == 1 and not missing:
         raise BadInput(f'only the baseline "{baseline}" has runs: nothing to compare with')
     result = compare_to_baseline(
-        runs, baseline, confidence=confidence, alpha=alpha, n_boot=n_boot, rng_seed=rng_seed
+        runs, baseline, confidence=confidence, alpha=alpha, n_boot=n_boot, rng_seed=rng_seed, method=method
     )
     return {
         "task": table["task"].iloc[0],
