@@ -20,5 +20,8 @@ class RunFailed(Exception):
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:
     """Return ' (did you mean "x"?)' for the closest valid option, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+    options = list(options)
+    by_lower = {o.lower(): o for o in options}
+    # a difference of case only is the likeliest slip ("Adamw" for "AdamW")
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f' (did you mean "{by_lower[close[0]]}"?)' if close else ""

@@ -106,6 +106,10 @@ def make_optimizer(model: Any, config: TrainConfig) -> tuple[torch.optim.Optimiz
     elif config.optimizer_type == "lora-fa":
         from peft.optimizers import create_lorafa_optimizer
 
+        # the reference repeats r and lora_alpha in optimizer_kwargs; default them from the LoRA config
+        lora = model.peft_config[model.active_adapter]
+        kwargs.setdefault("r", lora.r)
+        kwargs.setdefault("lora_alpha", lora.lora_alpha)
         optimizer = create_lorafa_optimizer(model, **kwargs)
     elif config.optimizer_type == "riemannian":
         from peft.optimizers import create_riemannian_optimizer

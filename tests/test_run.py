@@ -1,0 +1,437 @@
+"""The core run: result files, routing, training-loop invariants, determinism, cancellation, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from peftbench.cli import main
+from peftbench.experiment import load_train_config, resolve_experiment
+from peftbench.results import SECTIONS, load_result
+from toyworld import LORA, build_tiny_model, make_task_dir, register_toy_task
+
+# The reference's keys (huggingface/peft method_comparison result files); ours must have all of them.
+REFERENCE_KEYS = {
+    "run_info": {
+        "created_at",
+        "total_time",
+        "experiment_name",
+        "peft_branch",
+        "train_config",
+        "peft_config",
+        "error_msg",
+    },
+    "train_info": {
+        "accelerator_memory_reserved_avg",
+        "accelerator_memory_max",
+        "accelerator_memory_reserved_99th",
+        "train_time",
+        "file_size",
+        "num_trainable_params",
+        "num_total_params",
+        "status",
+        "metrics",
+    },
+    "meta_info": {"model_info", "dataset_info", "package_info", "system_info", "pytorch_info"},
+}
+EVAL_KEYS = {
+    "step",
+    "valid accuracy",
+    "train loss",
+    "train samples",
+    "train time",
+    "eval time",
+    "tokens / sec",
+    "elapsed time",
+}
+FINAL_KEYS = {"step", "test accuracy", "train loss", "train samples", "train total tokens", "forgetting"}
+TIMING = {"train time", "eval time", "tokens / sec", "elapsed time", "mem allocated avg", "mem reserved avg"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_model(folder)
+    return folder
+
+
+@pytest.fixture
+def task_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    register_toy_task(monkeypatch)
+    return make_task_dir(tmp_path, model_dir=tiny_model_dir)
+
+
+def result_files(task_dir: Path, kind: str) -> list[Path]:
+    return sorted((task_dir / kind).glob("*.json")) if (task_dir / kind).exists() else []
+
+
+def run_cli(*args: str) -> int:
+    return main(["run", "--clean", *map(str, args)])
+
+
+def test_lora_run_writes_a_complete_result(task_dir, capsys):
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 0
+    [path] = result_files(task_dir, "temporary_results")  # not a git checkout: never a main run
+    assert path.name.startswith("lora--toy-rank4--")
+    assert result_files(task_dir, "results") == []
+    data = load_result(path)
+    for section, keys in REFERENCE_KEYS.items():
+        assert keys <= set(data[section]), section
+    metrics = data["train_info"]["metrics"]
+    assert [m["step"] for m in metrics[:-1]] == [2, 4]
+    assert all(EVAL_KEYS <= set(m) for m in metrics[:-1])
+    assert FINAL_KEYS <= set(metrics[-1])
+    info = data["train_info"]
+    assert info["status"] == "success"
+    assert info["device"] == "cpu" and info["memory_kind"] == "process_rss"
+    assert len(info["test_correct"]) == 16 and set(info["test_correct"]) <= {"0", "1"}
+    assert metrics[-1]["test accuracy"] == info["test_correct"].count("1") / 16
+    assert 0 < info["num_trainable_params"] < info["num_total_params"]
+    assert info["file_size"] > 0
+    assert data["run_info"]["experiment_name"] == "lora/toy-rank4"
+    assert data["run_info"]["peft_config"]["peft_type"] == "LORA"
+    assert data["meta_info"]["model_info"]["fingerprint"]
+    assert len(data["meta_info"]["dataset_info"]["fingerprint"]) == 64
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "success" and summary["result"] == str(path)
+
+
+def test_without_clean_the_adapter_folder_is_kept_and_printed(task_dir, capsys):
+    assert main(["run", str(task_dir / "experiments/lora/toy-rank4")]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("adapter saved in "))
+    folder = Path(line.removeprefix("adapter saved in "))
+    try:
+        assert (folder / "adapter_model.safetensors").is_file()
+        assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+
+
+def test_result_has_every_key_of_a_reference_file(task_dir, reference_dir):
+    reference = json.loads(next((reference_dir / "MetaMathQA" / "results").glob("lora--*.json")).read_text())
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 0
+    ours = load_result(result_files(task_dir, "temporary_results")[0])
+    for section in SECTIONS:
+        assert set(reference[section]) <= set(ours[section]), section
+    assert set(reference["train_info"]["metrics"][-1]) <= set(ours["train_info"]["metrics"][-1])
+
+
+def test_full_finetuning_run(task_dir):
+    assert run_cli(task_dir / "experiments/full-finetuning/toy-default") == 0
+    data = load_result(result_files(task_dir, "temporary_results")[0])
+    info = data["train_info"]
+    assert data["run_info"]["peft_config"] is None
+    assert info["num_trainable_params"] == info["num_total_params"]
+    # estimated size: float32 parameters
+    assert info["file_size"] == 4 * info["num_total_params"]
+
+
+def test_results_of_the_runner_load_in_the_aggregation(task_dir):
+    aggregate = pytest.importorskip("peftbench.analysis.aggregate")
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 0
+    loaded = aggregate.load_results([task_dir / "temporary_results"])
+    assert loaded.warnings == []
+    assert list(loaded.table["experiment_name"]) == ["lora/toy-rank4"]
+    assert list(loaded.table["task"]) == ["toytask"]
+
+
+def _git(root: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, env=env)
+
+
+def test_routing_main_run_only_on_clean_main_without_overrides(task_dir):
+    root = task_dir.parent.parent
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "init")
+    exp = task_dir / "experiments/lora/toy-rank4"
+    assert run_cli(exp) == 0
+    assert [p.name for p in result_files(task_dir, "results")] == ["lora--toy-rank4.json"]
+    # a result in results/ does not make the tree dirty for the next run
+    assert run_cli(exp, "--seed", "1") == 0
+    assert {p.name for p in result_files(task_dir, "results")} == {
+        "lora--toy-rank4.json",
+        "lora--toy-rank4--seed1.json",
+    }
+    # a command-line override or the quick variant is never a main run
+    assert run_cli(exp, "--set", "max_steps=2") == 0
+    assert run_cli(exp, "--quick") == 0
+    assert len(result_files(task_dir, "temporary_results")) == 2
+    # a dirty tree is never a main run either
+    (task_dir / "experiments/lora/toy-rank4/notes.txt").write_text("wip")
+    assert run_cli(exp, "--seed", "2") == 0
+    assert not (task_dir / "results" / "lora--toy-rank4--seed2.json").exists()
+
+
+def _build(task_dir: Path, experiment: str, **overrides):
+    from peftbench.experiment import load_peft_config
+    from peftbench.run import _build_model
+
+    exp = resolve_experiment(task_dir / "experiments" / experiment)
+    config = load_train_config(exp, overrides=overrides)
+    model, tokenizer, device, _ = _build_model(exp, config, load_peft_config(exp))
+    return model, tokenizer, config, device
+
+
+def _train(task_dir: Path, model, tokenizer, config, device):
+    from peftbench.tasks import get_task
+    from peftbench.train import train
+
+    task = get_task("toytask")
+    data = task.load_data(task_dir=task_dir)
+    return train(model=model, tokenizer=tokenizer, task=task, data=data, config=config, device=device)
+
+
+def test_adapter_weights_change_and_base_weights_do_not(task_dir):
+    model, tokenizer, config, device = _build(task_dir, "lora/toy-rank4", max_steps=2, eval_steps=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert _train(task_dir, model, tokenizer, config, device).status == "success"
+    after = model.state_dict()
+    lora_b = [k for k in before if "lora_B" in k]
+    base = [k for k in before if "lora_" not in k]
+    assert lora_b and base
+    assert all(not torch.equal(before[k], after[k]) for k in lora_b)
+    assert all(torch.equal(before[k], after[k]) for k in base)
+
+
+def test_gradient_accumulation_matches_one_big_batch(task_dir):
+    common = {
+        "max_steps": 1,
+        "eval_steps": 1,
+        "optimizer_type": "SGD",
+        "optimizer_kwargs": {"lr": 0.5},
+        "lr_scheduler": None,
+        "grad_norm_clip": 0.0,
+    }
+    big, tok, cfg_big, device = _build(task_dir, "full-finetuning/toy-default", batch_size=8, **common)
+    small, _, cfg_small, _ = _build(
+        task_dir, "full-finetuning/toy-default", batch_size=2, gradient_accumulation_steps=4, **common
+    )
+    start = {k: v.clone() for k, v in big.state_dict().items()}
+    assert _train(task_dir, big, tok, cfg_big, device).status == "success"
+    assert _train(task_dir, small, tok, cfg_small, device).status == "success"
+    moved = 0
+    for key, value in big.state_dict().items():
+        torch.testing.assert_close(small.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+        moved += not torch.equal(value, start[key])
+    assert moved > 0
+
+
+def test_same_config_same_seed_same_metrics(task_dir):
+    from peftbench.run import execute
+
+    exp = resolve_experiment(task_dir / "experiments/lora/toy-rank4")
+    runs = [execute(exp, write=False).record["train_info"] for _ in range(2)]
+    strip = [[{k: v for k, v in m.items() if k not in TIMING} for m in r["metrics"]] for r in runs]
+    assert strip[0] == strip[1]
+    assert runs[0]["test_correct"] == runs[1]["test_correct"]
+    other = execute(exp, seed=1, write=False).record["train_info"]["metrics"]
+    assert other[0]["train loss"] != runs[0]["metrics"][0]["train loss"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"use_gc": True},
+        {"use_amp": True},
+        {"optimizer_type": "lora+", "optimizer_kwargs": {"lr": 1e-3, "loraplus_lr_ratio": 16}},
+        {"optimizer_type": "lora-fa", "optimizer_kwargs": {"lr": 1e-3}},
+        {"generation_kwargs": {"max_length": 20, "max_new_tokens": 100}},
+    ],
+    ids=["gradient-checkpointing", "amp", "lora+", "lora-fa", "max-length-wins"],
+)
+def test_training_options(task_dir, settings):
+    exp_dir = task_dir / "experiments/lora/toy-rank4"
+    (exp_dir / "training_params.json").write_text(json.dumps({**settings, "max_steps": 2, "eval_steps": 2}))
+    assert run_cli(exp_dir) == 0
+    data = load_result(result_files(task_dir, "temporary_results")[0])
+    assert data["run_info"]["train_config"]["max_steps"] == 2
+    # LoRA r=4 on q_proj (32->32) and v_proj (32->16) in 2 layers: A = 2*(4*32 + 4*32), B = 2*(32*4 + 16*4).
+    # LoRA-FA freezes A when its optimizer is made, and parameters are counted after that.
+    a_params, b_params = 2 * (128 + 128), 2 * (128 + 64)
+    expected = b_params if settings.get("optimizer_type") == "lora-fa" else a_params + b_params
+    assert data["train_info"]["num_trainable_params"] == expected
+
+
+def test_max_length_and_max_new_tokens_smaller_total_wins():
+    from transformers import AutoTokenizer  # noqa: F401  (only to mirror the runner's import)
+
+    from peftbench.evaluation import generation_config
+
+    class Tok:
+        pad_token_id = eos_token_id = 0
+
+    config = generation_config(
+        prompt_length=10, generation_kwargs={"max_length": 50, "max_new_tokens": 5}, tokenizer=Tok()
+    )
+    assert config.max_length == 15 and config.max_new_tokens is None
+    config = generation_config(
+        prompt_length=10, generation_kwargs={"max_length": 12, "max_new_tokens": 5}, tokenizer=Tok()
+    )
+    assert config.max_length == 12
+
+
+def test_adalora_calls_update_and_allocate(task_dir, monkeypatch):
+    from peft.tuners.adalora import AdaLoraModel
+
+    calls = []
+    original = AdaLoraModel.update_and_allocate
+    monkeypatch.setattr(
+        AdaLoraModel, "update_and_allocate", lambda self, step: (calls.append(step), original(self, step))
+    )
+    exp_dir = task_dir / "experiments/adalora/toy-default"
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "ADALORA",
+                "target_modules": ["q_proj", "v_proj"],
+                "init_r": 4,
+                "target_r": 2,
+                "total_step": 4,
+                "tinit": 1,
+                "tfinal": 1,
+                "task_type": "CAUSAL_LM",
+            }
+        )
+    )
+    assert run_cli(exp_dir) == 0
+    assert calls == [1, 2, 3, 4]
+
+
+def test_ctrl_c_lands_in_cancelled_results(task_dir, monkeypatch):
+    import peftbench.train
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(peftbench.train, "evaluate_accuracy", interrupt)
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 1
+    [path] = result_files(task_dir, "cancelled_results")
+    data = load_result(path)
+    assert data["train_info"]["status"] == "canceled"
+    assert data["run_info"]["error_msg"] == "manually canceled"
+    assert len(data["train_info"]["metrics"]) == 0
+    assert result_files(task_dir, "results") == [] and result_files(task_dir, "temporary_results") == []
+
+
+def test_sigterm_is_handled_like_ctrl_c():
+    from peftbench.run import _sigterm_as_interrupt
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), _sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0.5) if hasattr(signal, "sigtimedwait") else None
+
+
+def test_non_finite_loss_stops_at_once(task_dir, monkeypatch):
+    import peftbench.run
+
+    original = peftbench.run._build_model
+
+    def poisoned(*args, **kwargs):
+        model, tokenizer, device, path = original(*args, **kwargs)
+        model.get_output_embeddings().register_forward_hook(lambda m, i, out: out * float("nan"))
+        return model, tokenizer, device, path
+
+    monkeypatch.setattr(peftbench.run, "_build_model", poisoned)
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 1
+    data = load_result(result_files(task_dir, "cancelled_results")[0])
+    assert data["train_info"]["status"] == "canceled"
+    assert "non-finite training loss" in data["run_info"]["error_msg"]
+    assert "at step 1" in data["run_info"]["error_msg"]
+    assert result_files(task_dir, "results") == []
+
+
+BAD_TRAINING_PARAMS = [
+    ("{not json", "malformed JSON at line 1"),
+    ('{"max_step": 10}', 'unknown key "max_step" (did you mean "max_steps"?)'),
+    ('{"batch_size": "4"}', '"batch_size" must be integer, got "4"'),
+    ('{"lr_scheduler": "linear"}', '"lr_scheduler" must be "cosine" | null, got "linear"'),
+    ('{"eval_steps": 100}', '"eval_steps" (100) must not exceed "max_steps" (4)'),
+    ('{"optimizer_type": "Adamw"}', '(did you mean "AdamW"?)'),
+    ('{"query_template": "no placeholder"}', 'must contain "{query}"'),
+    ('{"gradient_accumulation_steps": 0}', '"gradient_accumulation_steps" must be a positive integer'),
+    ("[1, 2]", "must hold a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_TRAINING_PARAMS, ids=[m for _, m in BAD_TRAINING_PARAMS])
+def test_bad_training_params(task_dir, capsys, content, message):
+    exp_dir = task_dir / "experiments/lora/toy-rank4"
+    (exp_dir / "training_params.json").write_text(content)
+    assert run_cli(exp_dir) == 2
+    _assert_one_line_error(capsys, message, where="training_params.json")
+    _assert_nothing_written(task_dir)
+
+
+BAD_ADAPTER_CONFIGS = [
+    ({"peft_type": "LORAX", "r": 4}, 'unknown or missing "peft_type" \'LORAX\' (did you mean "LORA"?)'),
+    ({"r": 4}, 'unknown or missing "peft_type" None'),
+    ({**LORA, "target_modules": ["nonexistent_proj"]}, "does not fit the model"),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"), BAD_ADAPTER_CONFIGS, ids=["unknown-type", "no-type", "no-target"]
+)
+def test_bad_adapter_config(task_dir, capsys, config, message):
+    exp_dir = task_dir / "experiments/lora/toy-rank4"
+    (exp_dir / "adapter_config.json").write_text(json.dumps(config))
+    assert run_cli(exp_dir) == 2
+    _assert_one_line_error(capsys, message)
+    _assert_nothing_written(task_dir)
+
+
+def test_bad_paths(task_dir, tmp_path, capsys):
+    cases = [
+        (task_dir / "experiments/lora/../lora/toy-rank4", "must not contain '..'"),
+        (task_dir / "experiments/lora/missing", "no such experiment folder"),
+        (task_dir / "experiments/lora", "not an experiment folder"),
+        (task_dir / "default_training_params.json", "not a folder"),
+    ]
+    link = task_dir / "experiments/lora/linked"
+    link.symlink_to(tmp_path, target_is_directory=True)
+    cases.append((link, "symbolic link"))
+    for path, message in cases:
+        assert run_cli(path) == 2, path
+        _assert_one_line_error(capsys, message)
+    (task_dir / "default_training_params.json").unlink()
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 2
+    _assert_one_line_error(capsys, "has no default_training_params.json")
+    _assert_nothing_written(task_dir)
+
+
+def test_unknown_model_is_bad_input(task_dir, capsys):
+    exp_dir = task_dir / "experiments/lora/toy-rank4"
+    (exp_dir / "training_params.json").write_text(json.dumps({"model_id": str(task_dir / "no-such-model")}))
+    assert run_cli(exp_dir) == 2
+    _assert_one_line_error(capsys, 'model_id "')
+
+
+def _assert_one_line_error(capsys, message: str, where: str = "") -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("peftbench run: error:")]
+    assert len(errors) == 1, err
+    assert message in errors[0], errors[0]
+    assert where in errors[0]
+    assert not any("Traceback" in line for line in err)
+
+
+def _assert_nothing_written(task_dir: Path) -> None:
+    for kind in ("results", "temporary_results", "cancelled_results"):
+        assert result_files(task_dir, kind) == [], kind
