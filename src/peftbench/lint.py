@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import os
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -67,10 +66,10 @@ class Finding:
 
 
 def show(path: Path) -> str:
-    """A path as the user typed it: relative to the working directory when it lies below it."""
+    """A path for messages: relative to the working directory when it lies below it, else absolute."""
     try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
+        return str(Path(path).absolute().relative_to(Path.cwd()))
+    except ValueError:
         return str(path)
 
 
@@ -141,7 +140,7 @@ def check_adapter_config(exp: Experiment) -> tuple[list[Finding], Any]:
         ], None
     peft_type = raw.get("peft_type")
     if peft_type not in PEFT_TYPE_TO_CONFIG_MAPPING:
-        known = sorted(PEFT_TYPE_TO_CONFIG_MAPPING)
+        known = sorted(getattr(t, "value", str(t)) for t in PEFT_TYPE_TO_CONFIG_MAPPING)
         message = (
             f'unknown or missing "peft_type" {json.dumps(peft_type)}{did_you_mean(str(peft_type), known)}; '
             f"peft {peft.__version__} knows: {', '.join(known)}"

@@ -174,6 +174,19 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
     import gradio as gr
 
     state = {"loaded": loaded}
+    views: dict[tuple, View] = {}
+
+    def view_of(task, model, filter_text, x, y) -> View:
+        # The significance column runs paired bootstraps: compute each view once, not once per widget.
+        key = (id(state["loaded"]), task, model, filter_text, x, y)
+        if key not in views:
+            if len(views) >= 32:
+                views.pop(next(iter(views)))
+            views[key] = build_view(
+                state["loaded"], task=task, model=model, filter_text=filter_text, x=x, y=y
+            )
+        return views[key]
+
     tasks = tasks_in(loaded.table)
     task0 = tasks[0] if tasks else None
     models0 = model_choices(loaded, task0)
@@ -240,7 +253,7 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
 
         def refresh(task, model, filter_text, x, y):
             current = state["loaded"]
-            view = build_view(current, task=task, model=model, filter_text=filter_text, x=x, y=y)
+            view = view_of(task, model, filter_text, x, y)
             experiment_names = sorted(view.runs["experiment_name"].unique()) if not view.runs.empty else []
             labels = run_labels(view.runs) if not view.runs.empty else []
             chosen = view.frontier[:8]
@@ -259,15 +272,16 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
             return _curves(state["loaded"], task, experiments or [])
 
         def on_diff(task, model, filter_text, x, y, a, b, only):
-            view = build_view(state["loaded"], task=task, model=model, filter_text=filter_text, x=x, y=y)
+            view = view_of(task, model, filter_text, x, y)
             return diff_view(view.runs, a, b, only_differences=only)
 
         def on_export(task, model, filter_text, x, y):
-            view = build_view(state["loaded"], task=task, model=model, filter_text=filter_text, x=x, y=y)
+            view = view_of(task, model, filter_text, x, y)
             return export_csv(view.runs)
 
         def on_reload():
             state["loaded"] = reload() if reload else state["loaded"]
+            views.clear()
             new_tasks = tasks_in(state["loaded"].table)
             return _loaded_text(state["loaded"]), gr.update(
                 choices=new_tasks, value=new_tasks[0] if new_tasks else None
