@@ -1,0 +1,404 @@
+"""Dashboard views, report, and the table/pareto/report commands; the browser tests drive Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from result_records import make_record, write_record
+
+from peftbench.analysis.aggregate import load_results
+from peftbench.cli import main as cli
+from peftbench.dashboard import app as dash
+from peftbench.dashboard.report import build_report, write_report
+
+# Expected frontier of memory_max (lower better) vs test_accuracy (higher better) in `task_dir`.
+FRONTIER = ["ia3/small", "lora/r8", "full-finetuning/all"]
+
+
+def make_task(root: Path, name: str = "tinymath") -> Path:
+    """A task folder with seven experiments: three on the frontier, one with three seeds, one failed run."""
+    results = root / name / "results"
+    (root / name / "experiments").mkdir(parents=True, exist_ok=True)
+    specs = [
+        # experiment, accuracy, memory, peft_type
+        ("ia3/small", 0.30, 1_000, "IA3"),
+        ("lora/r8", 0.55, 3_000, "LORA"),
+        ("lora/r16", 0.50, 4_000, "LORA"),  # dominated by lora/r8
+        ("prompt_tuning/p20", 0.20, 2_000, "PROMPT_TUNING"),  # dominated by ia3/small
+        ("oft/b32", 0.40, 5_000, "OFT"),  # dominated
+        ("full-finetuning/all", 0.70, 9_000, None),
+    ]
+    for experiment, accuracy, memory, peft_type in specs:
+        record = make_record(experiment, task=name, accuracy=accuracy, memory=memory, peft_type=peft_type)
+        write_record(results, record)
+    for seed, accuracy in [(1, 0.57), (2, 0.53)]:
+        write_record(results, make_record("lora/r8", task=name, seed=seed, accuracy=accuracy, memory=3_000))
+    write_record(results, make_record("lora/broken", task=name, status="failed"))
+    return root / name
+
+
+@pytest.fixture
+def task_dir(tmp_path) -> Path:
+    return make_task(tmp_path)
+
+
+# ---------------------------------------------------------------- views (no browser)
+
+
+def test_view_filters_and_reports_counts(task_dir):
+    loaded = load_results([task_dir])
+    view = dash.build_view(
+        loaded, task="tinymath", model=None, filter_text="", x="memory_max", y="test_accuracy"
+    )
+    assert len(view.runs) == 8 and view.status == "8 runs"
+    assert view.frontier == FRONTIER
+    assert "on the Pareto frontier: 3" in view.summary
+    lora = dash.build_view(
+        loaded,
+        task="tinymath",
+        model=None,
+        filter_text="peft_type == 'LORA'",
+        x="memory_max",
+        y="test_accuracy",
+    )
+    assert set(lora.runs["experiment_name"]) == {"lora/r8", "lora/r16"}
+    assert lora.status == "4 of 8 runs match the filter"
+
+
+def test_bad_filter_shows_an_error_and_keeps_the_table(task_dir):
+    loaded = load_results([task_dir])
+    view = dash.build_view(
+        loaded, task="tinymath", model=None, filter_text="__import__('os')", x="memory_max", y="test_accuracy"
+    )
+    assert view.status.startswith("Filter error:")
+    assert len(view.runs) == 8
+
+
+def test_error_bars_and_seed_means_in_the_pareto_figure(task_dir):
+    loaded = load_results([task_dir])
+    view = dash.build_view(
+        loaded, task="tinymath", model=None, filter_text="", x="memory_max", y="test_accuracy"
+    )
+    lora = view.experiments.set_index("experiment_name").loc["lora/r8"]
+    assert lora["n_seeds"] == 3
+    assert lora["test_accuracy"] == pytest.approx(0.55)
+    assert lora["test_accuracy_low"] < 0.55 < lora["test_accuracy_high"]
+    low_rank = next(t for t in view.figure.data if t.name == "low-rank (LoRA-like)")
+    assert low_rank.error_y.array is not None and max(low_rank.error_y.array) > 0
+    # one trace per family, plus the frontier line
+    names = {t.name for t in view.figure.data}
+    assert {"Pareto frontier", "full fine-tuning", "orthogonal", "prompt-based"} <= names
+
+
+def test_tied_with_best_column(tmp_path):
+    results = tmp_path / "t" / "results"
+    for seed, (good, close, bad) in enumerate([(0.80, 0.79, 0.20), (0.82, 0.83, 0.22), (0.81, 0.80, 0.21)]):
+        write_record(results, make_record("lora/good", seed=seed, accuracy=good))
+        write_record(results, make_record("lora/close", seed=seed, accuracy=close))
+        write_record(results, make_record("lora/bad", seed=seed, accuracy=bad))
+    write_record(results, make_record("ia3/single", accuracy=0.5))
+    loaded = load_results([results])
+    view = dash.build_view(
+        loaded, task="tinymath", model=None, filter_text="", x="memory_max", y="test_accuracy"
+    )
+    tied = view.table.groupby("experiment_name")["tied_with_best"].first().to_dict()
+    assert tied == {"lora/good": "yes", "lora/close": "yes", "lora/bad": "no", "ia3/single": "?"}
+
+
+def test_empty_results(tmp_path):
+    (tmp_path / "empty" / "results").mkdir(parents=True)
+    loaded = load_results([tmp_path / "empty"])
+    view = dash.build_view(loaded, task=None, model=None, filter_text="", x=None, y=None)
+    assert view.status == "No results yet."
+    assert view.table.empty
+    assert dash.export_csv(view.runs) is None
+    dash.build_app(loaded)  # builds without a task
+
+
+def test_export_csv_holds_the_filtered_runs(task_dir):
+    loaded = load_results([task_dir])
+    view = dash.build_view(loaded, task="tinymath", model=None, filter_text="seed > 0", x=None, y=None)
+    path = Path(dash.export_csv(view.runs))
+    try:
+        exported = pd.read_csv(path)
+    finally:
+        path.unlink()
+    assert sorted(exported["seed"]) == [1, 2]
+    assert "train_config" not in exported.columns
+
+
+def test_diff_of_two_runs(task_dir):
+    loaded = load_results([task_dir])
+    runs = loaded.table
+    labels = dash.run_labels(runs)
+    a, b = "lora/r8 (seed 0)", "oft/b32 (seed 0)"
+    assert a in labels and b in labels
+    diff = dash.diff_view(runs, a, b, only_differences=True).set_index("key")
+    assert diff.loc["peft_type"].tolist() == ["LORA", "OFT"]
+    assert diff.loc["peft_config.peft_type"].tolist() == ["LORA", "OFT"]
+    assert "seed" not in diff.index
+    assert dash.diff_view(runs, a, None, only_differences=True).empty
+
+
+def test_model_and_metric_choices(task_dir, tmp_path):
+    write_record(task_dir / "results", make_record("lora/other-model", model_id="other/model"))
+    loaded = load_results([task_dir])
+    assert dash.model_choices(loaded, "tinymath") == [dash.ANY_MODEL, "other/model", "tiny/llama"]
+    view = dash.build_view(loaded, task="tinymath", model="other/model", filter_text="", x=None, y=None)
+    assert view.runs["experiment_name"].tolist() == ["lora/other-model"]
+    names, x, y, _ = dash.metric_choices(loaded, "tinymath")
+    assert (x, y) == ("memory_max", "test_accuracy")
+    assert "forgetting" in names
+
+
+# ---------------------------------------------------------------- report and commands
+
+
+def test_report_is_self_contained(task_dir, tmp_path):
+    loaded = load_results([task_dir])
+    path = write_report(loaded, tmp_path / "out" / "report.html")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    assert "Plotly" in text and len(text) > 1_000_000  # the JS bundle is inside
+    assert not re.search(r"<script[^>]+src=", text)  # nothing fetched from elsewhere
+    for experiment in FRONTIER:
+        assert experiment in text
+    assert "tied_with_best" in text
+    assert oct(path.stat().st_mode & 0o044) != "0o0"  # others can read it
+
+
+def test_report_of_nothing(tmp_path):
+    (tmp_path / "t" / "results").mkdir(parents=True)
+    assert "No results yet" in build_report(load_results([tmp_path / "t"]))
+
+
+def test_report_command_prints_its_path(task_dir, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert cli(["report", str(task_dir), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out.resolve())
+    assert out.is_file()
+
+
+def test_table_command_formats(task_dir, capsys):
+    assert cli(["table", str(task_dir), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert len(rows) == 8
+    assert "1 skipped: status not success" in captured.err
+    assert cli(["table", str(task_dir), "--format", "csv", "--filter", "family == 'orthogonal'"]) == 0
+    csv_lines = capsys.readouterr().out.strip().splitlines()
+    assert len(csv_lines) == 2 and "oft/b32" in csv_lines[1]
+    assert cli(["table", str(task_dir)]) == 0
+    markdown = capsys.readouterr().out
+    assert markdown.splitlines()[0].startswith("| experiment_name")
+    assert "3,000" in markdown  # whole numbers with separators
+
+
+def test_table_command_on_empty_and_bad_input(tmp_path, capsys):
+    (tmp_path / "t" / "results").mkdir(parents=True)
+    assert cli(["table", str(tmp_path / "t")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no results yet" in captured.err
+    assert cli(["table", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "t" / "results" / "x.json").write_text("{")
+    assert cli(["table", str(tmp_path / "t")]) == 0
+    err = capsys.readouterr().err
+    assert "x.json" in err  # the corrupt file is named
+    make_task(tmp_path)
+    assert cli(["table", str(tmp_path / "tinymath"), "--filter", "a.b == 1"]) == 2
+    assert "attribute access" in capsys.readouterr().err
+
+
+def test_pareto_command(task_dir, capsys):
+    assert cli(["pareto", str(task_dir), "--x", "memory_max", "--y", "test_accuracy"]) == 0
+    assert capsys.readouterr().out.split() == FRONTIER
+    assert cli(["pareto", str(task_dir), "--x", "memory_max", "--y", "test_acuracy"]) == 2
+    assert 'did you mean "test_accuracy"' in capsys.readouterr().err
+    # with both metrics lower-is-better the frontier changes
+    assert cli(["pareto", str(task_dir), "--x", "memory_max", "--y", "forgetting"]) == 0
+    assert capsys.readouterr().out.split() == ["ia3/small"]
+
+
+def test_pareto_command_needs_a_task_when_there_are_several(task_dir, tmp_path, capsys):
+    other = make_task(tmp_path, "othertask")
+    args = ["pareto", str(task_dir), str(other), "--x", "memory_max", "--y", "test_accuracy"]
+    assert cli(args) == 2
+    assert "--task" in capsys.readouterr().err
+    assert cli([*args, "--task", "othertask"]) == 0
+    assert capsys.readouterr().out.split() == FRONTIER
+
+
+def test_pareto_on_reference_files(reference_dir, capsys):
+    assert (
+        cli(["pareto", str(reference_dir / "MetaMathQA"), "--x", "memory_max", "--y", "test_accuracy"]) == 0
+    )
+    names = capsys.readouterr().out.split()
+    assert names and all("/" in n for n in names)
+
+
+# ---------------------------------------------------------------- browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the app did not answer at {url} within {timeout} s")
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _row_count(page) -> int:
+    # the grid's aria-rowcount counts the header row too
+    return int(page.locator("#results-table [role=grid]").get_attribute("aria-rowcount")) - 1
+
+
+def _wait_rows(page, expected: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while _row_count(page) != expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"table has {_row_count(page)} rows, expected {expected}")
+        page.wait_for_timeout(200)
+
+
+@pytest.mark.browser
+def test_app_in_a_browser(browser, tmp_path, request):
+    make_task(tmp_path, "alpha-task")
+    write_record(tmp_path / "alpha-task" / "results", make_record("lora/extra", task="alpha-task"))
+    task_dir = make_task(tmp_path)
+    results = [str(tmp_path / "alpha-task"), str(task_dir)]
+    reference = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+    if reference.is_dir():
+        results += [str(reference / "MetaMathQA"), str(reference / "image-gen")]
+    # the page opens on the first task in sorted order
+    table = load_results(results).table
+    first_task_runs = int((table["task"] == sorted(table["task"].unique())[0]).sum())
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    cmd = [sys.executable, "-m", "peftbench", "app", "--results", *results, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for_http(url, proc)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url)
+        page.wait_for_selector("#pareto-plot .js-plotly-plot .scatterlayer .point", timeout=60_000)
+        _wait_rows(page, first_task_runs)
+
+        # choose the task
+        page.locator("#task-select input").click()
+        page.get_by_role("option", name="tinymath", exact=True).click()
+        _wait_rows(page, 8)
+
+        # a filter shrinks the table, and the plot follows
+        page.locator("#filter textarea, #filter input").first.fill("peft_type == 'LORA'")
+        page.locator("#apply-filter").click()
+        _wait_rows(page, 4)
+        page.get_by_text("4 of 8 runs match the filter").wait_for(timeout=20_000)
+        points = page.locator("#pareto-plot .scatterlayer .point")
+        assert points.count() == 2  # lora/r8 (mean of three seeds) and lora/r16
+        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+
+        # code in the filter is refused with a message, and nothing else changes
+        page.locator("#filter textarea, #filter input").first.fill("__import__('os').system('true') == 0")
+        page.locator("#apply-filter").click()
+        page.get_by_text("Filter error:").first.wait_for(timeout=20_000)
+        _wait_rows(page, 8)
+        assert (tmp_path / "app.png").stat().st_size > 10_000
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if os.environ.get("PEFTBENCH_KEEP_SCREENSHOT"):
+        shutil.copy(tmp_path / "app.png", os.environ["PEFTBENCH_KEEP_SCREENSHOT"])
+
+
+@pytest.mark.browser
+def test_report_renders_offline(browser, tmp_path):
+    dirs = [make_task(tmp_path)]
+    reference = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+    if reference.is_dir():
+        dirs.append(reference / "MetaMathQA")
+    path = write_report(load_results(dirs), tmp_path / "report.html")
+    context = browser.new_context(offline=True)
+    requested = []
+
+    def block_network(route):
+        requested.append(route.request.url)
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            route.abort()
+
+    context.route("**/*", block_network)
+    page = context.new_page()
+    page.goto(path.as_uri())
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=30_000)
+    plots = page.locator(".js-plotly-plot")
+    expected_plots = 2 * len(dirs)  # a Pareto plot and curves per task
+    assert plots.count() == expected_plots
+    for i in range(expected_plots):
+        assert plots.nth(i).locator(".main-svg").count() > 0
+    assert page.locator(".scatterlayer .point").count() >= 6
+    assert [u for u in requested if not u.startswith("file:")] == []
+    page.screenshot(path=str(tmp_path / "report.png"))
+    context.close()
+
+
+def test_app_command_defaults_and_bad_input(tmp_path, monkeypatch, capsys):
+    from peftbench.commands.app import default_results
+
+    make_task(tmp_path / "benchmarks")
+    (tmp_path / "benchmarks" / ".hidden").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert default_results() == [Path("benchmarks/tinymath")]
+    monkeypatch.chdir(tmp_path / "benchmarks")
+    assert cli(["app"]) == 2
+    assert "--results" in capsys.readouterr().err
+    assert cli(["app", "--results", str(tmp_path), "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
