@@ -1,0 +1,51 @@
+"""`peftbench list`: the runs of a task (experiment and seed), each pending or up to date, and why."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list the experiments of a task and whether each is pending"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", help="the task folder, benchmarks/<task>")
+    add_selection_arguments(parser)
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--filter",
+        metavar="GLOB[,GLOB...]",
+        default=None,
+        help="only experiments whose <method>/<name> matches one of these globs, e.g. 'lora/*,ia3/*'",
+    )
+    parser.add_argument(
+        "--seeds",
+        metavar="N[,N...]",
+        default=None,
+        help="one run per seed (seed 0 keeps the plain result name); default: each experiment's seed",
+    )
+
+
+def listing(runs: list, states: dict) -> str:
+    from peftbench.sweep.driver import text_table
+
+    rows = [
+        {
+            "experiment": run.experiment.experiment_name,
+            "seed": run.seed,
+            "state": "pending" if states[run].pending else "up to date",
+            "why": states[run].reason,
+        }
+        for run in runs
+    ]
+    pending = sum(s.pending for s in states.values())
+    return f"{text_table(rows)}\n{pending} pending, {len(runs) - pending} up to date"
+
+
+def main(args: argparse.Namespace) -> int:
+    from peftbench.sweep.pending import parse_seeds, plan, run_state
+
+    runs = plan(args.task, filters=args.filter, seeds=parse_seeds(args.seeds))
+    print(listing(runs, {run: run_state(run) for run in runs}))
+    return 0

@@ -1,0 +1,171 @@
+"""Local backend: each run in its own `peftbench run` subprocess, at most N at once.
+
+A subprocess per run isolates runs: a crash, a leak or an out-of-memory kill ends one run, not the
+sweep. Each run gets cores // N torch threads so that parallel runs do not oversubscribe the CPU,
+and, with --gpus-per-run, its own GPUs through CUDA_VISIBLE_DEVICES.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from peftbench.errors import BadInput
+from peftbench.sweep.driver import RunReport
+from peftbench.sweep.pending import Run
+
+# after a Ctrl-C, how long a run may take to write its cancelled result before it is killed
+CANCEL_GRACE_S = 60.0
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may hand out: CUDA_VISIBLE_DEVICES if set, else every device torch sees."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+class LocalBackend:
+    def __init__(self, *, jobs: int, cpus_per_run: int | None = None, gpus_per_run: int = 0) -> None:
+        if jobs < 1:
+            raise BadInput(f"--jobs {jobs}: must be at least 1")
+        self.gpu_pool: queue.Queue[list[str]] | None = None
+        if gpus_per_run:
+            gpus = visible_gpus()
+            if len(gpus) < gpus_per_run:
+                raise BadInput(f"--gpus-per-run {gpus_per_run}: this machine shows {len(gpus)} GPU(s)")
+            slots = len(gpus) // gpus_per_run
+            if jobs > slots:
+                print(f"sweep: --jobs {jobs} lowered to {slots}: {len(gpus)} GPU(s) / {gpus_per_run} per run")
+                jobs = slots
+            self.gpu_pool = queue.Queue()
+            for i in range(slots):
+                self.gpu_pool.put(gpus[i * gpus_per_run : (i + 1) * gpus_per_run])
+        self.max_parallel = jobs
+        self.threads = cpus_per_run or max(1, available_cores() // jobs)
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen[str]] = set()
+        self._stopping = False
+
+    def describe(self) -> str:
+        gpus = "" if self.gpu_pool is None else ", own GPUs per run"
+        return f"local: {self.max_parallel} at once, {self.threads} thread(s) per run{gpus}"
+
+    def command(self, run: Run, *, quick: bool) -> list[str]:
+        cmd = [sys.executable, "-m", "peftbench", "run", str(run.experiment.path), "--seed", str(run.seed)]
+        cmd += ["--threads", str(self.threads), "--clean"]
+        return [*cmd, "--quick"] if quick else cmd
+
+    def execute(self, run: Run, *, quick: bool, log_path: Path) -> RunReport:
+        if self._stopping:
+            return RunReport(run, "not started")
+        cmd = self.command(run, quick=quick)
+        env = dict(os.environ)
+        # BLAS/OpenMP pools outside torch's own setting follow the same budget
+        env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        gpus = self.gpu_pool.get() if self.gpu_pool is not None else None
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(log_path, "w", encoding="utf-8") as log:
+                log.write(f"$ {shlex.join(cmd)}\n")
+                log.flush()
+                with self._lock:
+                    if self._stopping:
+                        return RunReport(run, "not started")
+                    # own session: a terminal's Ctrl-C reaches the sweep only, which then cancels each
+                    # run once (a second SIGINT could interrupt a run while it writes its result)
+                    proc = subprocess.Popen(
+                        cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True
+                    )
+                    self._procs.add(proc)
+                tic = time.perf_counter()
+                out, _ = proc.communicate()
+                wall = time.perf_counter() - tic
+                with self._lock:
+                    self._procs.discard(proc)
+                log.write(f"--- stdout ---\n{out}--- exit code {proc.returncode} after {wall:.1f} s ---\n")
+        finally:
+            if gpus is not None and self.gpu_pool is not None:
+                self.gpu_pool.put(gpus)
+        return self._report(run, rc=proc.returncode, stdout=out, wall=wall, log_path=log_path)
+
+    def _report(self, run: Run, *, rc: int, stdout: str, wall: float, log_path: Path) -> RunReport:
+        summary = _last_json_line(stdout)
+        report = RunReport(run, "crashed", wall_time=wall, log=log_path, message=f"exit code {rc}")
+        if summary.get("result"):
+            report.result = Path(summary["result"])
+            report.test_accuracy = summary.get("test accuracy")
+        if rc == 0:
+            report.status, report.message = "success", ""
+        elif rc == 1 and summary:
+            report.status = "canceled" if self._stopping else "failed"
+            report.message = summary.get("error", "")
+        elif rc == 2:
+            report.status, report.message = "bad input", _error_line(log_path)
+        elif self._stopping and rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
+            report.status = "canceled"
+        return report
+
+    def interrupt(self, *, hard: bool) -> None:
+        with self._lock:
+            self._stopping = True
+            procs = list(self._procs)
+        for proc in procs:
+            _signal_group(proc, signal.SIGKILL if hard else signal.SIGINT)
+        if not hard:
+            threading.Thread(target=self._kill_after_grace, args=(procs,), daemon=True).start()
+
+    def _kill_after_grace(self, procs: list[subprocess.Popen[str]]) -> None:
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+
+    def close(self) -> None:
+        pass
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+        os.killpg(proc.pid, sig)
+
+
+def _last_json_line(stdout: str) -> dict[str, Any]:
+    """The run's one-line JSON summary (the last JSON object on stdout), or {}."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return {}
+
+
+def _error_line(log_path: Path) -> str:
+    """The `peftbench run: error: ...` line that a refused run prints on stderr."""
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    errors = [line for line in lines if "error:" in line]
+    return errors[-1].split("error:", 1)[1].strip() if errors else ""
