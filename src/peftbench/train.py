@@ -23,6 +23,7 @@ from peftbench.config import TrainConfig
 from peftbench.evaluation import generate, mean_per_token_loss, score
 from peftbench.modeling import MemoryMeter, count_parameters
 from peftbench.tasks.base import Example, Task, TaskData
+from peftbench.tokencache import cached_tokenize
 
 # batches per length bucket (the reference's BUCKET_FACTOR): sorting within buckets of
 # effective_batch * 20 examples cuts padding without ordering the whole epoch by length
@@ -56,12 +57,12 @@ def tokenize_train(
 ) -> list[list[int]]:
     """Prompt + response + EOS, truncated; EOS is appended so that every sequence learns to stop."""
     texts = [template.format(query=e.query) + e.response for e in examples]
-    ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    ids = cached_tokenize(texts, tokenizer=tokenizer, tokenize=lambda t: tokenizer(t)["input_ids"])
     return [[*seq, tokenizer.eos_token_id][:max_len] for seq in ids]
 
 
 def tokenize_prompts(tokenizer: Any, examples: list[Example], *, template: str) -> list[list[int]]:
-    return tokenizer([template.format(query=e.query) for e in examples], add_special_tokens=True)["input_ids"]
+    return tokenizer([template.format(query=e.query) for e in examples])["input_ids"]
 
 
 def step_batches(
