@@ -441,6 +441,13 @@ def test_broken_result_file_is_an_error(task: Path) -> None:
     assert 'missing section "train_info"' in finding.message
 
 
+def test_result_with_a_malformed_config_is_an_error(task: Path) -> None:
+    folder = add_experiment(task, f"lora/{PREFIX}-rank8", peft_config=lora(8))
+    add_result(folder, hashes=False, peft_config="r=8")
+    finding = only(lint([folder]), "result-file")
+    assert finding.message == "run_info.peft_config is not an object"
+
+
 # --- the command ------------------------------------------------------------------------------------
 
 

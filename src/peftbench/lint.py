@@ -387,6 +387,9 @@ def check_edited(
     if recorded_hashes and recorded_hashes == config_hashes(exp):
         return []
     path, where = show(exp.path), show(result_path)
+    for key in ("train_config", "peft_config"):
+        if not isinstance(run_info.get(key), dict | None):
+            return [Finding(where, "error", "result-file", f"run_info.{key} is not an object")]
     changes = []
     if "train_config" in run_info:
         changes += [
