@@ -137,6 +137,17 @@ def test_empty_and_missing_results_give_an_empty_table(tmp_path):
     assert agg.load_results([tmp_path / "task"]).summary == agg.NO_RESULTS
 
 
+def test_a_folder_of_task_folders_means_all_their_results(tmp_path):
+    write_record(tmp_path / "benchmarks" / "a" / "results", make_record("lora/x", task="a"))
+    write_record(tmp_path / "benchmarks" / "b" / "results", make_record("lora/y", task="b"))
+    write_record(tmp_path / "benchmarks" / "b" / "temporary_results", make_record("lora/z", task="b"))
+    (tmp_path / "benchmarks" / "notes").mkdir()
+    loaded = agg.load_results([tmp_path / "benchmarks"])
+    assert loaded.table["experiment_name"].tolist() == ["lora/x", "lora/y"]
+    with_temporary = agg.load_results([tmp_path / "benchmarks"], include_temporary=True)
+    assert with_temporary.table["experiment_name"].tolist() == ["lora/x", "lora/y", "lora/z"]
+
+
 def test_missing_path_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="no such folder"):
         agg.load_results([tmp_path / "nope"])

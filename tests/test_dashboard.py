@@ -342,6 +342,15 @@ def test_app_in_a_browser(browser, tmp_path, request):
         assert points.count() == 2  # lora/r8 (mean of three seeds) and lora/r16
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
 
+        # CSV export of the filtered runs
+        page.locator("#export-csv").click()
+        link = page.locator("#export-file a[href*='.csv']").first
+        link.wait_for(timeout=20_000)
+        href = link.get_attribute("href")
+        with urllib.request.urlopen(href if href.startswith("http") else url.rstrip("/") + href) as response:
+            exported = response.read().decode().strip().splitlines()
+        assert len(exported) == 1 + 4 and exported[0].startswith("task,experiment_name")
+
         # code in the filter is refused with a message, and nothing else changes
         page.locator("#filter textarea, #filter input").first.fill("__import__('os').system('true') == 0")
         page.locator("#apply-filter").click()

@@ -138,7 +138,8 @@ def method_family(peft_type: str | None) -> str:
 
 
 def resolve_results_dirs(paths: Iterable[str | Path], *, include_temporary: bool = False) -> list[Path]:
-    """Results folders named by `paths`: a results folder itself, or a task folder meaning its results/."""
+    """Results folders named by `paths`: a results folder itself, a task folder meaning its results/
+    (and temporary_results/ with include_temporary), or a folder of task folders (benchmarks/)."""
     dirs: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -148,15 +149,25 @@ def resolve_results_dirs(paths: Iterable[str | Path], *, include_temporary: bool
             raise BadInput(f"{path}: not a folder (give a results folder or a task folder)")
         if path.name in RESULT_FOLDERS:
             dirs.append(path)
-        elif (path / "results").is_dir() or (path / "experiments").is_dir():
-            # a task folder: its results/ (which may not exist yet: no results)
-            dirs.append(path / "results")
-            if include_temporary:
-                dirs.append(path / "temporary_results")
+        elif _is_task_folder(path):
+            dirs.extend(_task_results(path, include_temporary=include_temporary))
+        elif not any(path.glob("*.json")) and any(_is_task_folder(p) for p in path.iterdir() if p.is_dir()):
+            # a folder of task folders, like benchmarks/
+            for task in sorted(p for p in path.iterdir() if p.is_dir() and _is_task_folder(p)):
+                dirs.extend(_task_results(task, include_temporary=include_temporary))
         else:
             dirs.append(path)
     # a folder named twice must not count its runs twice
     return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def _is_task_folder(path: Path) -> bool:
+    return (path / "results").is_dir() or (path / "experiments").is_dir()
+
+
+def _task_results(path: Path, *, include_temporary: bool) -> list[Path]:
+    # results/ may not exist yet: that is "no results", not an error
+    return [path / "results", *([path / "temporary_results"] if include_temporary else [])]
 
 
 def task_of(data: Mapping[str, Any], file: Path) -> str:

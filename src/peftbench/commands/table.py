@@ -53,7 +53,15 @@ def main(args: argparse.Namespace) -> int:
     elif args.format == "json":
         print(view.to_json(orient="records", date_format="iso", indent=2))
     else:
-        print(view.to_markdown(index=False, floatfmt=_float_formats(view)))
+        try:
+            text = view.to_markdown(index=False, floatfmt=_float_formats(view))
+        except ImportError:
+            from peftbench.errors import BadInput
+
+            raise BadInput(
+                "Markdown output needs the tabulate package (pip install tabulate); or --format csv"
+            ) from None
+        print(text)
     return 0
 
 

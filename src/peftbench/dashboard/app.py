@@ -226,8 +226,8 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
         plot = gr.Plot(label="Pareto frontier", elem_id="pareto-plot")
         summary_tb = gr.Textbox(label="Summary statistics", lines=8, interactive=False)
         with gr.Row():
-            export_btn = gr.Button("Export filtered runs as CSV", scale=0)
-            export_file = gr.File(label="CSV")
+            export_btn = gr.Button("Export filtered runs as CSV", scale=0, elem_id="export-csv")
+            export_file = gr.File(label="CSV", elem_id="export-file")
 
         gr.Markdown("## Training curves\nTrain loss and validation metric against step (mean over seeds).")
         curves_dd = gr.Dropdown([], multiselect=True, label="Experiments (default: the Pareto frontier)")
