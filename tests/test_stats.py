@@ -322,3 +322,21 @@ def test_indistinguishable_from_best_without_per_item_data_uses_welch_or_says_it
     assert pd.isna(table.loc["c", "tied_with_best"]) and "2+ seeds" in table.loc["c", "test"]
     with pytest.raises(BadInput, match="no column"):
         best_comparisons(df, "forgeting", higher_is_better=False)
+
+
+@pytest.mark.parametrize(("k_a", "k_b", "seed_sd"), [(3, 3, 0.3), (3, 3, 0.0), (2, 1, 0.3)])
+def test_crossed_t_keeps_its_level_under_simulated_nulls(k_a, k_b, seed_sd):
+    # Two methods of equal skill; items differ in difficulty (shared), seeds shift a run's skill.
+    # The test must reject about 5% of the time at alpha 0.05 (docs/statistics.md has the full table;
+    # the paired bootstrap reaches 0.13-0.23 in some of these settings, McNemar on one seed 0.3-0.7).
+    rng = np.random.default_rng(2026)
+
+    def runs(k, item):
+        skill = [0.3 + rng.normal(0, seed_sd) for _ in range(k)]
+        return [_run(rng.random(200) < 1 / (1 + np.exp(-(s + item))), seed=i) for i, s in enumerate(skill)]
+
+    sims, rejected = 300, 0
+    for _ in range(sims):
+        item = rng.normal(0, 1.5, 200)
+        rejected += paired_comparison(runs(k_a, item), runs(k_b, item)).p_value < 0.05
+    assert 0.01 <= rejected / sims <= 0.09  # binomial sd at 5% and 300 sims: 0.0126
