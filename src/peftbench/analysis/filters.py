@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -64,7 +65,10 @@ def parse_filter(expr: str, columns: list[str] | pd.Index) -> ast.expr:
     if len(expr) > MAX_LENGTH:
         raise BadInput(f"filter is {len(expr)} characters long; at most {MAX_LENGTH} are allowed")
     try:
-        tree = ast.parse(expr.strip(), mode="eval")
+        with warnings.catch_warnings():
+            # e.g. "invalid decimal literal" for "1in": user text should not print warnings on the server
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as exc:
         raise _refuse(f"not a valid expression ({exc.msg})", expr) from None
     except (ValueError, RecursionError, MemoryError) as exc:
