@@ -116,6 +116,17 @@ def test_tied_with_best_column(tmp_path):
     assert tied == {"lora/good": "yes", "lora/close": "yes", "lora/bad": "no", "ia3/single": "?"}
 
 
+def test_plot_messages_say_what_is_missing(task_dir):
+    loaded = load_results([task_dir])
+    view = dash.build_view(loaded, task="tinymath", model=None, filter_text="", x="memory_max", y=None)
+    assert view.figure.layout.annotations[0].text == "choose the two metrics of the plot"
+    view = dash.build_view(
+        loaded, task="tinymath", model=None, filter_text="seed > 5", x="memory_max", y="test_accuracy"
+    )
+    assert view.figure.layout.annotations[0].text == "no runs match the filter"
+    assert view.status == "0 of 8 runs match the filter"
+
+
 def test_empty_results(tmp_path):
     (tmp_path / "empty" / "results").mkdir(parents=True)
     loaded = load_results([tmp_path / "empty"])

@@ -93,7 +93,12 @@ def build_view(
     experiments = seed_summary(runs, metrics) if not runs.empty else pd.DataFrame()
     table = runs_table(runs, metrics, primary=my)
     if runs.empty or mx is None or my is None:
-        text = "no runs match" if total else "no results yet"
+        if not total:
+            text = "no results yet"
+        elif runs.empty:
+            text = "no runs match the filter"
+        else:
+            text = "choose the two metrics of the plot"
         return View(runs, table, status, experiments, message_figure(text), "", [])
     figure = pareto_figure(experiments, x=mx, y=my)
     mask = pareto_mask(experiments, x=mx, y=my)
