@@ -1,0 +1,419 @@
+"""The project's experiment catalogue: one default adapter config per PEFT method, sized to a base model.
+
+`python -m peftbench.catalogue benchmarks/<task>` writes
+`benchmarks/<task>/experiments/<method>/<base-model-short>-<variant>/adapter_config.json` (and a
+`training_params.json` with the differences from the task's defaults where a method needs them) for
+every PEFT method of the installed peft that can adapt a LlamaForCausalLM, plus full fine-tuning
+(a folder without adapter_config.json) and the LoRA variants (DoRA, rsLoRA, LoRA+, LoRA-FA,
+PiSSA, OLoRA, Riemannian). `--check` only compares and exits 1 when a file differs.
+
+Hyperparameters follow the reference suite's MetaMathQA experiments on Llama-3.2-3B (rank 32,
+alpha 64, the learning rates that worked there) and are scaled to the base model's shapes by
+`Scale`: ranks, block sizes, virtual tokens and per-module patterns must fit the model (the
+embedded tinymath model is a 4-layer, hidden-256 Llama). A method that needs something the runner
+does not provide is listed in `EXCLUDED` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftbench.errors import BadInput, did_you_mean
+
+ADAPTER_CONFIG = "adapter_config.json"
+TRAINING_PARAMS = "training_params.json"
+DEFAULT_PARAMS = "default_training_params.json"
+
+# PEFT methods (peft.PeftType values) that the catalogue leaves out, and why
+EXCLUDED: dict[str, str] = {
+    "MULTITASK_PROMPT_TUNING": "needs a task id per example (task_ids in forward); the benchmark has 1 task",
+    "POLY": "multi-task routing: needs task_ids in every forward; the benchmark is single-task",
+    "XLORA": "mixes already trained LoRA adapters; it needs adapters to start from, not a base model",
+    "CPT": "needs token-type masks of in-context examples (cpt_token_ids, cpt_tokens_type_mask) that the "
+    "benchmark's prompt format does not have",
+}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The base model's shapes that hyperparameters depend on, and the reference rank for it."""
+
+    prefix: str  # base_model_short: experiment names start with it
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    bos_token_id: int
+    eos_token_id: int
+    rank: int = 32  # the LoRA family's rank; 32 on Llama-3.2-3B
+    virtual_tokens: int = 200  # prompt and prefix tuning
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * (self.hidden_size // self.num_attention_heads)
+
+    @classmethod
+    def from_model_config(cls, config: Any, *, prefix: str) -> Scale:
+        """Derive the scale from a transformers LlamaConfig (or a dict of its fields)."""
+        get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+        hidden = int(get("hidden_size"))
+        heads = int(get("num_attention_heads"))
+        bos, eos = get("bos_token_id", 0), get("eos_token_id", 1)
+        eos = eos[0] if isinstance(eos, list) else eos
+        return cls(
+            prefix=prefix,
+            hidden_size=hidden,
+            intermediate_size=int(get("intermediate_size")),
+            num_layers=int(get("num_hidden_layers")),
+            num_attention_heads=heads,
+            num_key_value_heads=int(get("num_key_value_heads") or heads),
+            bos_token_id=int(bos if bos is not None else 0),
+            eos_token_id=int(eos if eos is not None else 1),
+            # rank 32 at hidden 3072 as in the reference; a quarter of that per 4x smaller, at least 4
+            rank=max(4, min(32, hidden // 32)),
+            virtual_tokens=200 if hidden >= 1024 else 20,
+        )
+
+
+# meta-llama/Llama-3.2-3B's config.json (facts; the model itself is not needed to write configs)
+LLAMA_3_2_3B = Scale(
+    prefix="llama-3.2-3B",
+    hidden_size=3072,
+    intermediate_size=8192,
+    num_layers=28,
+    num_attention_heads=24,
+    num_key_value_heads=8,
+    bos_token_id=128000,
+    eos_token_id=128001,
+)
+BUILTIN_SCALES = {LLAMA_3_2_3B.prefix: LLAMA_3_2_3B}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One experiment of the catalogue: `<method>/<scale.prefix>-<variant>`."""
+
+    method: str  # folder name, e.g. "lora", "full-finetuning"
+    variant: str
+    peft_type: str | None  # peft.PeftType value; None for full fine-tuning
+    config: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the peft config class
+    training_params: dict[str, Any] = field(default_factory=dict)  # differences from the task defaults
+
+    def name(self, scale: Scale) -> str:
+        return f"{scale.prefix}-{self.variant}"
+
+    def peft_config(self) -> Any:
+        """The peft config object (None for full fine-tuning); task_type CAUSAL_LM as in the reference."""
+        if self.peft_type is None:
+            return None
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+        from peft.utils import PeftType
+
+        cls = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(self.peft_type)]
+        return cls(task_type="CAUSAL_LM", **self.config)
+
+
+def _divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of n not above limit (block sizes must divide the layer widths)."""
+    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
+
+
+def _lr(lr: float, *, weight_decay: float | None = None, **extra: Any) -> dict[str, Any]:
+    # optimizer_kwargs replaces the task's dict as a whole, as in the reference: without weight_decay here,
+    # AdamW's own default (0.01) applies, which is what the reference's runs with {"lr": ...} used
+    kwargs: dict[str, Any] = {"lr": lr}
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    return {"optimizer_kwargs": {**kwargs, **extra}}
+
+
+QV = ["q_proj", "v_proj"]
+MLP = ["gate_proj", "up_proj", "down_proj"]
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", *MLP]
+
+
+def _lora_family(s: Scale) -> list[Entry]:
+    r, alpha = s.rank, 2 * s.rank
+    base = {"r": r, "lora_alpha": alpha}
+    return [
+        Entry("lora", f"rank{r}", "LORA", base),
+        Entry("lora", f"rank{2 * r}", "LORA", {"r": 2 * r, "lora_alpha": 4 * r}),
+        Entry("lora", f"rank{r}-dora", "LORA", {**base, "use_dora": True}),
+        # rsLoRA scales by alpha/sqrt(r): the reference's rank-64 run with alpha 64
+        Entry("lora", f"rank{2 * r}-rslora", "LORA", {"r": 2 * r, "lora_alpha": 2 * r, "use_rslora": True}),
+        Entry(
+            "lora",
+            f"rank{r}-loraplus",
+            "LORA",
+            base,
+            {"optimizer_type": "lora+", **_lr(1e-4, weight_decay=0.1, loraplus_lr_ratio=16)},
+        ),
+        Entry(
+            "lora",
+            f"rank{r}-lorafa",
+            "LORA",
+            base,
+            {"optimizer_type": "lora-fa", **_lr(1e-4, weight_decay=0.1, r=r, lora_alpha=alpha)},
+        ),
+        Entry(
+            "lora",
+            f"rank{r}-riemannian",
+            "LORA",
+            base,
+            {"optimizer_type": "riemannian", **_lr(1e-4, weight_decay=0.1, reg=0.01)},
+        ),
+        # PiSSA and OLoRA move principal components of W into the adapter; alpha = r keeps the scale at 1.
+        # PiSSA with a 4-iteration randomized SVD, which PiSSA's authors recommend for large models
+        Entry(
+            "lora", f"rank{r}-pissa", "LORA", {"r": r, "lora_alpha": r, "init_lora_weights": "pissa_niter_4"}
+        ),
+        Entry("lora", f"rank{r}-olora", "LORA", {"r": r, "lora_alpha": r, "init_lora_weights": "olora"}),
+    ]
+
+
+def _e(
+    method: str, variant: str, peft_type: str, params: dict[str, Any] | None = None, /, **config: Any
+) -> Entry:
+    # positional-only, so that config fields may be called "variant" or "method" (RoAd has one)
+    return Entry(method, variant, peft_type, config, params or {})
+
+
+def _prompt_methods(s: Scale) -> list[Entry]:
+    # token_dim, num_layers and num_attention_heads are filled in by peft from the model's config
+    n = s.virtual_tokens
+    lr3, lr5 = _lr(1e-3), _lr(5e-3)
+    return [
+        _e("prompt_tuning", "sample_vocab-lr_0.001", "PROMPT_TUNING", lr3, num_virtual_tokens=n,
+           prompt_tuning_init="SAMPLE_VOCAB"),
+        _e("ptuning", "default", "P_TUNING", num_virtual_tokens=max(1, n // 10),
+           encoder_hidden_size=s.hidden_size),
+        _e("prefixtuning", "lr_0.005_zero_init", "PREFIX_TUNING", lr5, num_virtual_tokens=n,
+           init_weights="zero"),
+        _e("cartridge", "lr_0.005", "CARTRIDGE", lr5, num_virtual_tokens=n),
+        _e("adaptionprompt", "lr_5e-3", "ADAPTION_PROMPT", lr5, adapter_layers=s.num_layers,
+           adapter_len=max(10, n // 2)),
+    ]  # fmt: skip
+
+
+def _additive_methods(s: Scale, *, max_steps: int) -> list[Entry]:
+    r, alpha = s.rank, 2 * s.rank
+    min_dim = min(s.hidden_size, s.kv_dim)
+    # block sizes and vector lengths must divide the widths of every target matrix
+    width_gcd = math.gcd(s.hidden_size, s.kv_dim)
+    # spectral methods: 5000 coefficients per matrix on the 3B model, at most 1/8 of the smaller matrix
+    n_freq = min(5000, s.hidden_size * s.kv_dim // 8)
+    lily_r = min(28 * r, min_dim)  # 896 on the 3B model: Lily wants several times the LoRA rank
+    wide_r = min(8 * r, min_dim)  # 256 on the 3B model (PSOFT, VeRA, PVeRA)
+    supra_r = max(1, r // 4)
+    return [
+        # AdaLoRA's schedule as in the reference on 5000 steps: 200 warm-up steps, 500 final steps
+        _e("adalora", f"rank{r}", "ADALORA", init_r=2 * r, target_r=r, lora_alpha=8, beta1=0.85, beta2=0.85,
+           orth_reg_weight=0.5, tinit=max(1, round(0.04 * max_steps)), tfinal=max(1, round(0.1 * max_steps)),
+           deltaT=1, total_step=max_steps),
+        _e("adamss", f"rank{r}", "ADAMSS", r=min(100, min_dim), num_subspaces=r),
+        _e("beft", "target-v_proj", "BEFT", target_modules=["v_proj"]),
+        _e("boft", "default", "BOFT"),
+        _e("c3a", "default", "C3A", _lr(0.3, weight_decay=1e-5), block_size=_divisor_at_most(width_gcd, 64),
+           target_modules=QV),
+        _e("deft", f"rank{r}", "DEFT", r=r, alpha=4 * r),
+        _e("delora", f"rank{r}", "DELORA", _lr(1e-3), r=r),
+        _e("fourierft", f"n_frequency-{n_freq}", "FOURIERFT", n_frequency=n_freq, scaling=300,
+           target_modules=QV),
+        # keeps the frozen base weights of adapted layers off the accelerator, as in the reference's run
+        _e("frod", "default", "FROD", runtime_offload_base_weight=True),
+        _e("glora", "default", "GLORA", target_modules=QV),
+        _e("gralora", f"rank{r}", "GRALORA", _lr(2e-4), r=r, alpha=alpha),
+        _e("hira", f"rank{r}-lr4.5e-3", "HIRA", _lr(4.5e-3, weight_decay=0.0), r=r, target_modules=QV),
+        _e("hra", f"rank{2 * min(r, 8)}", "HRA", r=2 * min(r, 8), target_modules=QV),
+        _e("ia3", "lr_0.001", "IA3", _lr(1e-3)),
+        # A shared by half of the layers, two B experts
+        _e("lily", f"rank{lily_r}-a2-b2-s2.0", "LILY", r=lily_r, stride_A=max(1, s.num_layers // 2), num_B=2,
+           scaling=2.0, target_modules=QV),
+        _e("ln_tuning", "default", "LN_TUNING"),
+        _e("loha", f"rank{r}", "LOHA", r=r, alpha=alpha, target_modules=QV),
+        _e("lokr", f"rank{r}-factor4-lr0.003", "LOKR", _lr(3e-3, weight_decay=0.1), r=r, alpha=alpha,
+           decompose_factor=4, target_modules=QV),
+        _e("miss", "default", "MISS", r=_divisor_at_most(s.kv_dim, 2 * r)),
+        _e("oft", f"rank{r}", "OFT", r=r, oft_block_size=0, target_modules=QV),
+        # OSF trains min(shape) - effective_rank directions: 4x the LoRA rank (the reference's 128)
+        _e("osf", f"rank{4 * r}", "OSF", {"autocast_adapter_dtype": False, **_lr(5e-5)},
+           target_modules=ALL_LINEAR, rank_pattern=_osf_pattern(s)),
+        _e("peanut", f"rank{r}-relu-depth0-s2.0", "PEANUT", r=r, scaling=2.0, target_modules=QV),
+        _e("psoft", "default", "PSOFT", r=wide_r, psoft_alpha=wide_r),
+        _e("pvera", "default", "PVERA", _lr(3e-3), r=wide_r),
+        _e("randlora", "default", "RANDLORA", r=r),
+        _e("road", "lr_0.001", "ROAD", _lr(1e-3), variant="road_2",
+           group_size=_divisor_at_most(s.kv_dim, 64)),
+        _e("shadow", "default", "SHADOW"),
+        _e("shira", "lr_0.0003-random_seed_42", "SHIRA", _lr(3e-4), r=r, random_seed=42),
+        _e("supertuning", f"s99-supra-r{supra_r}", "SUPERTUNING", r=supra_r, lora_alpha=float(2 * supra_r),
+           target_modules=QV),
+        _e("tinylora", "default", "TINYLORA", _lr(1e-3)),
+        _e("trainable_tokens", "sos+eos", "TRAINABLE_TOKENS", _lr(0.2),
+           token_indices=[s.bos_token_id, s.eos_token_id]),
+        _e("unilora", "default", "UNILORA", r=r, target_modules=QV),
+        _e("vblora", "default", "VBLORA", vector_length=_divisor_at_most(width_gcd, 256), target_modules=QV),
+        _e("vera", "default", "VERA", _lr(1e-3), r=wide_r),
+        _e("waveft", f"n_frequency-{n_freq}", "WAVEFT", n_frequency=n_freq, target_modules=QV),
+    ]  # fmt: skip
+
+
+def _osf_pattern(s: Scale) -> dict[str, int]:
+    trainable = 4 * s.rank
+    dims = {
+        "q_proj": s.hidden_size,
+        "o_proj": s.hidden_size,
+        "k_proj": min(s.hidden_size, s.kv_dim),
+        "v_proj": min(s.hidden_size, s.kv_dim),
+        "gate_proj": min(s.hidden_size, s.intermediate_size),
+        "up_proj": min(s.hidden_size, s.intermediate_size),
+        "down_proj": min(s.hidden_size, s.intermediate_size),
+    }
+    return {name: max(1, dim - trainable) for name, dim in dims.items()}
+
+
+def catalogue(scale: Scale, *, max_steps: int = 5000) -> list[Entry]:
+    """Every experiment of the catalogue for a base model of this scale, sorted by id.
+
+    `max_steps` is the task's training length, which schedules such as AdaLoRA's depend on.
+    """
+    entries = [
+        Entry("full-finetuning", "lr_0.00001", None, {}, {"optimizer_kwargs": {"lr": 1e-5}}),
+        *_lora_family(scale),
+        *_prompt_methods(scale),
+        *_additive_methods(scale, max_steps=max_steps),
+    ]
+    return sorted(entries, key=lambda e: (e.method, e.variant))
+
+
+def config_json(entry: Entry) -> str | None:
+    """The adapter_config.json text of an entry, deterministic (sorted keys, sets as sorted lists)."""
+    config = entry.peft_config()
+    if config is None:
+        return None
+    data = config.to_dict()
+    for key, value in data.items():
+        if isinstance(value, set):
+            data[key] = sorted(value)
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def planned_files(
+    entries: list[Entry], scale: Scale, experiments_dir: Path
+) -> Iterator[tuple[Path, str | None]]:
+    """(path, text) for every file the catalogue owns; text None means the file must not exist."""
+    for entry in entries:
+        folder = experiments_dir / entry.method / entry.name(scale)
+        yield folder / ADAPTER_CONFIG, config_json(entry)
+        params = (
+            json.dumps(entry.training_params, indent=2, sort_keys=True) + "\n"
+            if entry.training_params
+            else None
+        )
+        yield folder / TRAINING_PARAMS, params
+
+
+def write_catalogue(
+    entries: list[Entry], scale: Scale, *, experiments_dir: Path, check: bool = False
+) -> list[Path]:
+    """Write (or with check=True only compare) the catalogue; return the paths that differed.
+
+    Folders of the catalogue are rewritten as a whole; other experiment folders are left alone.
+    """
+    plan = list(planned_files(entries, scale, experiments_dir))
+    changed = [
+        path for path, text in plan if (path.read_text(encoding="utf-8") if path.is_file() else None) != text
+    ]
+    if check:
+        return changed
+    for path, text in plan:
+        if text is None:
+            path.unlink(missing_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return changed
+
+
+def _scale_for(args: argparse.Namespace, task_dir: Path) -> Scale:
+    if args.model_config:
+        path = Path(args.model_config)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BadInput(f"{path}: cannot read a model config ({exc})") from None
+        missing = [
+            k
+            for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+            if k not in config
+        ]
+        if missing:
+            raise BadInput(f"{path}: not a Llama config; missing {', '.join(missing)}")
+        from peftbench.tasks import get_task
+
+        prefix = args.prefix or get_task(task_dir.name).base_model_short
+        return Scale.from_model_config(config, prefix=prefix)
+    name = args.scale
+    if name not in BUILTIN_SCALES:
+        raise BadInput(
+            f'--scale: unknown scale "{name}"{did_you_mean(name, BUILTIN_SCALES)}; '
+            f"known: {', '.join(BUILTIN_SCALES)}"
+        )
+    return BUILTIN_SCALES[name]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m peftbench.catalogue", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("task_dir", help="the task folder, e.g. benchmarks/MetaMathQA")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--scale", default=LLAMA_3_2_3B.prefix, help="a built-in base model scale (default: %(default)s)"
+    )
+    group.add_argument("--model-config", help="size the configs from this transformers config.json instead")
+    parser.add_argument(
+        "--prefix", help="experiment name prefix with --model-config (default: the task's base_model_short)"
+    )
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file differs")
+    return parser  # fmt: skip
+
+
+def main(argv: list[str] | None = None, *, print_fn: Callable[..., None] = print) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        task_dir = Path(args.task_dir)
+        defaults_path = task_dir / DEFAULT_PARAMS
+        if not defaults_path.is_file():
+            raise BadInput(f"{task_dir}: not a task folder (no {DEFAULT_PARAMS})")
+        try:
+            max_steps = int(json.loads(defaults_path.read_text(encoding="utf-8"))["max_steps"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise BadInput(f"{defaults_path}: needs an integer max_steps ({exc})") from None
+        scale = _scale_for(args, task_dir)
+        entries = catalogue(scale, max_steps=max_steps)
+        experiments_dir = task_dir / "experiments"
+        changed = write_catalogue(entries, scale, experiments_dir=experiments_dir, check=args.check)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        for path in changed:
+            print_fn(f"out of date: {path}")
+        return 1 if changed else 0
+    print_fn(f"{len(entries)} experiments in {experiments_dir} ({len(changed)} files written or removed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The experiment catalogue: every generated config loads with peft and builds on a tiny Llama."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftConfig, get_peft_model
+from peft.utils import PeftType
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from peftbench import catalogue as cat
+from peftbench.config import build_config, read_json_object
+
+REPO = Path(__file__).resolve().parent.parent
+METAMATHQA = REPO / "benchmarks" / "MetaMathQA"
+
+# hidden 64, 2 layers: small enough for every method in a few hundred milliseconds
+TINY = LlamaConfig(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+TINY_SCALE = cat.Scale.from_model_config(TINY, prefix="tiny")
+TINY_ENTRIES = cat.catalogue(TINY_SCALE, max_steps=20)
+
+
+@pytest.fixture(scope="module")
+def tiny_catalogue(tmp_path_factory) -> Path:
+    experiments = tmp_path_factory.mktemp("tiny") / "experiments"
+    cat.write_catalogue(TINY_ENTRIES, TINY_SCALE, experiments_dir=experiments)
+    return experiments
+
+
+def test_every_peft_method_is_in_the_catalogue_or_excluded_with_a_reason():
+    covered = {e.peft_type for e in TINY_ENTRIES if e.peft_type}
+    all_types = {t.value for t in PeftType}
+    assert covered.isdisjoint(cat.EXCLUDED)
+    assert covered | set(cat.EXCLUDED) == all_types, "a peft method is neither in the catalogue nor excluded"
+    assert all(len(reason) > 20 for reason in cat.EXCLUDED.values())
+
+
+def test_catalogue_has_full_finetuning_and_the_lora_variants():
+    names = {f"{e.method}/{e.name(TINY_SCALE)}" for e in TINY_ENTRIES}
+    assert "full-finetuning/tiny-lr_0.00001" in names
+    lora = {e.variant: e for e in TINY_ENTRIES if e.method == "lora"}
+    assert lora["rank4-dora"].config["use_dora"] is True
+    assert lora["rank8-rslora"].config["use_rslora"] is True
+    assert lora["rank4-pissa"].config["init_lora_weights"].startswith("pissa")
+    assert lora["rank4-olora"].config["init_lora_weights"] == "olora"
+    assert lora["rank4-loraplus"].training_params["optimizer_type"] == "lora+"
+    assert lora["rank4-lorafa"].training_params["optimizer_type"] == "lora-fa"
+    assert len(names) == len(TINY_ENTRIES), "two entries share a name"
+
+
+@pytest.mark.parametrize("entry", TINY_ENTRIES, ids=lambda e: f"{e.method}/{e.variant}")
+def test_generated_config_loads_and_trains_on_a_tiny_llama(entry, tiny_catalogue):
+    folder = tiny_catalogue / entry.method / entry.name(TINY_SCALE)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(TINY)
+    base_before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    if entry.peft_type is None:
+        assert not (folder / cat.ADAPTER_CONFIG).exists()  # full fine-tuning: no adapter config
+    else:
+        config = PeftConfig.from_pretrained(str(folder))
+        assert config.peft_type.value == entry.peft_type
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = get_peft_model(model, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable, "nothing to train"
+    ids = torch.randint(3, TINY.vocab_size, (2, 10))
+    ids[:, 0], ids[:, -1] = (
+        TINY.bos_token_id,
+        TINY.eos_token_id,
+    )  # as in real data (trainable_tokens trains these)
+    loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+    if entry.peft_type is not None:
+        n_trainable = sum(p.numel() for p in trainable)
+        assert n_trainable < sum(base_before[n].numel() for n in base_before)
+    if (folder / cat.TRAINING_PARAMS).exists():
+        assert json.loads((folder / cat.TRAINING_PARAMS).read_text()) == entry.training_params
+
+
+def test_metamathqa_catalogue_is_up_to_date():
+    lines = []
+    assert cat.main([str(METAMATHQA), "--check"], print_fn=lines.append) == 0, lines
+
+
+def committed_experiments() -> list[Path]:
+    return sorted(p for p in (METAMATHQA / "experiments").glob("*/*") if p.is_dir())
+
+
+@pytest.mark.parametrize("folder", committed_experiments(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_experiment_loads_and_has_a_valid_training_config(folder):
+    effective_config(folder)  # raises BadInput on an unknown key or bad value
+    assert folder.name.startswith("llama-3.2-3B-")
+    if folder.parent.name == "full-finetuning":
+        assert not (folder / cat.ADAPTER_CONFIG).exists()
+    else:
+        config = PeftConfig.from_pretrained(str(folder))
+        assert config.task_type == "CAUSAL_LM"
+
+
+def test_metamathqa_defaults_are_the_reference_defaults(reference_dir):
+    ours = json.loads((METAMATHQA / cat.DEFAULT_PARAMS).read_text())
+    theirs = json.loads((reference_dir / "MetaMathQA" / cat.DEFAULT_PARAMS).read_text())
+    assert ours == theirs
+
+
+# fields where our catalogue deliberately differs from a reference experiment of the same name
+ALLOWED_DIFFERENCES = {"peft_version", "revision", "task_type", "base_model_name_or_path", "auto_mapping"}
+# prompt-learning fields that peft fills in from the model's config when they are null
+FILLED_BY_PEFT = {
+    "token_dim",
+    "num_layers",
+    "num_attention_heads",
+    "encoder_hidden_size",
+    "num_transformer_submodules",
+}
+# (method, key): why the values differ but mean the same
+EQUIVALENT = {("c3a", "init_weights"): "peft documents False as 'xavier_uniform', the default we keep"}
+
+
+def effective_config(folder: Path) -> dict:
+    defaults = METAMATHQA / cat.DEFAULT_PARAMS
+    layers = [(str(defaults), read_json_object(defaults))]
+    if (folder / cat.TRAINING_PARAMS).exists():
+        layers.append((str(folder / cat.TRAINING_PARAMS), read_json_object(folder / cat.TRAINING_PARAMS)))
+    return build_config(layers).to_dict()
+
+
+def test_shared_experiments_match_the_reference_hyperparameters(reference_dir):
+    """Where the catalogue has an experiment of the reference's name, the hyperparameters agree."""
+    ref_root = reference_dir / "MetaMathQA" / "experiments"
+    compared = 0
+    for folder in committed_experiments():
+        ref = ref_root / folder.parent.name / folder.name
+        if not ref.is_dir():
+            continue
+        compared += 1
+        # the resolved training configs agree (the reference restates some defaults, we do not)
+        assert effective_config(folder) == effective_config(ref), folder
+        if not (ref / cat.ADAPTER_CONFIG).exists():
+            continue
+        ref_config = json.loads((ref / cat.ADAPTER_CONFIG).read_text())
+        our_config = json.loads((folder / cat.ADAPTER_CONFIG).read_text())
+        for key, value in ref_config.items():
+            if key in ALLOWED_DIFFERENCES or key not in our_config or (folder.parent.name, key) in EQUIVALENT:
+                continue
+            ours_value, theirs_value = our_config[key], value
+            if isinstance(ours_value, list) and isinstance(theirs_value, list):
+                ours_value, theirs_value = sorted(map(str, ours_value)), sorted(map(str, theirs_value))
+            if ours_value is None and key in FILLED_BY_PEFT:
+                continue
+            if theirs_value is None and key == "target_modules":
+                continue  # null = peft's per-architecture default, which is what we spell out or keep
+            assert ours_value == theirs_value, f"{folder.parent.name}/{folder.name}: {key}"
+    assert compared >= 20
+
+
+def test_check_reports_a_changed_file(tmp_path):
+    task = tmp_path / "MetaMathQA"
+    task.mkdir()
+    (task / cat.DEFAULT_PARAMS).write_text((METAMATHQA / cat.DEFAULT_PARAMS).read_text())
+    assert cat.main([str(task)], print_fn=lambda *a: None) == 0
+    target = task / "experiments" / "lora" / "llama-3.2-3B-rank32" / cat.ADAPTER_CONFIG
+    assert json.loads(target.read_text())["r"] == 32
+    target.write_text(target.read_text().replace('"r": 32', '"r": 16'))
+    lines: list[str] = []
+    assert cat.main([str(task), "--check"], print_fn=lines.append) == 1
+    assert lines == [f"out of date: {target}"]
+    assert cat.main([str(task)], print_fn=lambda *a: None) == 0  # regenerating repairs it
+    assert cat.main([str(task), "--check"], print_fn=lambda *a: None) == 0
+
+
+def test_model_config_sizes_the_catalogue(tmp_path):
+    task = tmp_path / "MetaMathQA"
+    task.mkdir()
+    (task / cat.DEFAULT_PARAMS).write_text(json.dumps({"max_steps": 50}))
+    model_config = tmp_path / "config.json"
+    model_config.write_text(TINY.to_json_string())
+    assert (
+        cat.main(
+            [str(task), "--model-config", str(model_config), "--prefix", "tiny"], print_fn=lambda *a: None
+        )
+        == 0
+    )
+    lora = json.loads((task / "experiments" / "lora" / "tiny-rank4" / cat.ADAPTER_CONFIG).read_text())
+    assert (lora["r"], lora["lora_alpha"]) == (4, 8)
+    adalora = json.loads((task / "experiments" / "adalora" / "tiny-rank4" / cat.ADAPTER_CONFIG).read_text())
+    assert (adalora["total_step"], adalora["tinit"], adalora["tfinal"]) == (50, 2, 5)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{tmp}/nowhere"], "not a task folder"),
+        (
+            ["{task}", "--scale", "llama-3.2-3b"],
+            'unknown scale "llama-3.2-3b" (did you mean "llama-3.2-3B"?)',
+        ),
+        (["{task}", "--model-config", "{tmp}/missing.json"], "cannot read a model config"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    task = tmp_path / "MetaMathQA"
+    task.mkdir()
+    (task / cat.DEFAULT_PARAMS).write_text(json.dumps({"max_steps": 50}))
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{task}", str(task)) for a in args]
+    assert cat.main(argv, print_fn=lambda *a: None) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert not (task / "experiments").exists()
