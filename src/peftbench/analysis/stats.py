@@ -118,7 +118,7 @@ HASH_COLUMN = "test_items_hash"
 ACCURACY_COLUMN = "test_accuracy"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare fields yourself
 class ItemRun:
     """One run's per-item test correctness: the unit that paired statistics work on."""
 
