@@ -75,6 +75,10 @@ def text_rows(n: int) -> list[dict]:
 @pytest.fixture
 def local_data(tmp_path, monkeypatch):
     """Fixture files in the hub formats, and the environment variables that point the task at them."""
+    import datasets
+
+    # datasets' Arrow cache of these files goes to the test's folder, not the user's cache
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
     metamath = write_jsonl(tmp_path / "metamath" / "MetaMathQA-395K.jsonl", metamath_rows())
     gsm8k = tmp_path / "gsm8k"
     write_jsonl(gsm8k / "train.jsonl", gsm8k_rows("train", N_GSM8K_TRAIN))
@@ -244,3 +248,33 @@ def test_too_small_gsm8k_train_is_reported(local_data, tmp_path, monkeypatch):
     monkeypatch.setenv("PEFTBENCH_GSM8K", str(small))
     with pytest.raises(BadInput, match="has 10 rows; the validation set needs 50"):
         mm.MetaMathQA().load_data(task_dir=tmp_path)
+
+
+def test_a_run_through_the_real_loader_with_a_tiny_model(local_data, tmp_path):
+    """`peftbench run` on a MetaMathQA task folder whose data and model are local: the task plugs into the
+    runner, the splits reach the result file, and per-item test correctness covers the GSM8K test split."""
+    from toyworld import DEFAULTS, LORA, build_tiny_model
+
+    from peftbench.cli import main
+    from peftbench.results import load_result
+
+    task_dir = tmp_path / "benchmarks" / "MetaMathQA"
+    experiment = task_dir / "experiments" / "lora" / "llama-3.2-3B-tiny"
+    experiment.mkdir(parents=True)
+    build_tiny_model(task_dir / "base_model")
+    defaults = {**DEFAULTS, "max_steps": 2, "eval_steps": 2, "batch_size_eval": 64}
+    defaults["query_template"] = "Question: {query} Think step by step.\nAnswer:"
+    (task_dir / "default_training_params.json").write_text(json.dumps(defaults))
+    (experiment / "adapter_config.json").write_text(json.dumps(LORA))
+
+    assert main(["run", "--clean", str(experiment)]) == 0
+    [path] = sorted((task_dir / "temporary_results").glob("*.json"))
+    record = load_result(path)
+    assert record["run_info"]["task_name"] == "MetaMathQA"
+    assert record["train_info"]["status"] == "success"
+    final = record["train_info"]["metrics"][-1]
+    assert 0.0 <= final["test accuracy"] <= 1.0
+    assert len(record["train_info"]["test_correct"]) == N_GSM8K_TEST
+    dataset_info = record["meta_info"]["dataset_info"]
+    assert {"metamath", "gsm8k", "forgetting"} <= set(dataset_info)
+    assert dataset_info["train_filter"]["kept"] == 31
