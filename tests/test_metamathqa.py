@@ -278,3 +278,29 @@ def test_a_run_through_the_real_loader_with_a_tiny_model(local_data, tmp_path):
     dataset_info = record["meta_info"]["dataset_info"]
     assert {"metamath", "gsm8k", "forgetting"} <= set(dataset_info)
     assert dataset_info["train_filter"]["kept"] == 31
+
+
+def test_reference_results_load_as_task_metamathqa(reference_dir):
+    """The reference's 63 published results load as MetaMathQA runs, with our task's metrics."""
+    from peftbench.analysis.aggregate import available_metrics, load_results, task_metrics
+
+    loaded = load_results([reference_dir / "MetaMathQA"])
+    assert not loaded.warnings
+    assert len(loaded.table) == 63
+    assert set(loaded.table["task"]) == {"MetaMathQA"}
+    metrics, note = task_metrics("MetaMathQA")
+    assert note == ""
+    assert metrics == mm.MetaMathQA.metrics
+    shown = {m.name for m in available_metrics(loaded.table, metrics)}
+    assert {"test_accuracy", "forgetting", "memory_max", "train_time", "num_trainable_params"} <= shown
+    # the reference has no Math-Verify column; ours appears under the name the task declares
+    assert "test_accuracy_math_verify" not in shown
+    lora = loaded.table.set_index("experiment_name").loc["lora/llama-3.2-3B-rank32"]
+    assert lora["test_accuracy"] == pytest.approx(0.478, abs=1e-3)
+
+
+def test_math_verify_key_becomes_the_declared_column():
+    from peftbench.analysis.aggregate import column_name
+
+    assert column_name(mm.MATH_VERIFY_KEY) == "test_accuracy_math_verify"
+    assert mm.MetaMathQA().metric(column_name(mm.MATH_VERIFY_KEY)).higher_is_better
