@@ -21,7 +21,7 @@ from peftbench.results import atomic_write_json, load_result
 from peftbench.sweep import pending
 from peftbench.sweep.driver import RunReport, run_sweep
 from peftbench.sweep.local import LocalBackend
-from peftbench.sweep.locks import claimed
+from peftbench.sweep.locks import claimed, private_dir
 from peftbench.sweep.pending import Run, parse_seeds, plan, run_state
 
 TESTS = Path(__file__).resolve().parent
@@ -83,8 +83,10 @@ def git(repo: Path, *args: str) -> str:
 
 
 def commit_all(repo: Path) -> None:
-    """A git repository on main, so that runs in it are main runs and land in results/."""
-    (repo / ".gitignore").write_text("logs/\n.locks/\ntemporary_results/\ncancelled_results/\n")
+    """A git repository on main, so that runs in it are main runs and land in results/.
+
+    No .gitignore on purpose: the sweep's logs and locks must not make the checkout dirty by themselves.
+    """
     if not (repo / ".git").exists():
         git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
@@ -285,6 +287,16 @@ def test_missing_ray_gives_one_clear_line(task_dir, monkeypatch, capsys):
 # ---- locks and the sweep loop ------------------------------------------------------------------------
 
 
+def test_logs_and_locks_do_not_make_the_checkout_dirty(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.txt").write_text("a")
+    commit_all(repo)
+    folder = private_dir(repo / "benchmarks" / "t" / "logs")
+    (folder / "x.log").write_text("log")
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+
+
 def test_a_run_lock_is_exclusive(task_dir):
     run, other = plan(task_dir)[:2]
     with claimed(run) as first, claimed(run) as second, claimed(other) as third:
@@ -469,19 +481,27 @@ def test_ctrl_c_leaves_a_cancelled_result_and_the_summary(tmp_path, model_dir, r
 def test_ray_sweep_on_a_local_instance(tmp_path, model_dir, run_env, capsys):
     ray = pytest.importorskip("ray")
     task_dir = make_task(tmp_path, model_dir)
+    broken = task_dir / "experiments" / "lora" / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text(json.dumps({**toyworld.LORA, "peft_type": "LORAX"}))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rc = cli.main(["sweep", str(task_dir), "--backend", "ray"])
     finally:
         ray.shutdown()
     out = capsys.readouterr().out
-    assert rc == 0, out
-    assert "sweep: 3 of 3 runs to do; ray: 2 CPU(s)" in out and "1 CPU(s) and 0 GPU(s) per run" in out
+    assert rc == 1, out  # the broken one
+    assert "sweep: 4 of 4 runs to do; ray: 2 CPU(s)" in out and "1 CPU(s) and 0 GPU(s) per run" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("lora/", "full-"))}
+    assert rows["lora/broken"][2:4] == ["bad", "input"] and 'unknown or missing "peft_type"' in out
+    assert [rows[e][2] for e in ("full-finetuning/toy-default", "lora/toy-rank2", "lora/toy-rank4")] == [
+        "success"
+    ] * 3
     # not a git checkout: never main runs, so written by the driver into temporary_results/
     results = results_in(task_dir / "temporary_results")
     names = sorted(n.rsplit("--", 1)[0] for n in results)
     assert names == ["full-finetuning--toy-default", "lora--toy-rank2", "lora--toy-rank4"]
     assert all(r["train_info"]["status"] == "success" for r in results.values())
     assert all(r["run_info"]["config_files_sha256"] for r in results.values())
-    logs = list((task_dir / "logs").glob("*.log"))
-    assert len(logs) == 3 and all("node " in p.read_text() for p in logs)
+    logs = {p.name.split("--")[1]: p.read_text() for p in (task_dir / "logs").glob("*.log")}
+    assert len(logs) == 4 and "success, written to" in logs["toy-rank4"] and "BadInput" in logs["broken"]

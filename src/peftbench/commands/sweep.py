@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _backend(args: argparse.Namespace) -> Any:
+def _backend(args: argparse.Namespace, *, runs: int) -> Any:
     from peftbench.errors import BadInput
 
     if args.cpus_per_run is not None and args.cpus_per_run < 1:
@@ -74,8 +74,9 @@ def _backend(args: argparse.Namespace) -> Any:
         raise BadInput(f"--gpus-per-run {args.gpus_per_run:g}: the local backend gives out whole GPUs")
     from peftbench.sweep.local import LocalBackend
 
+    # more jobs than runs would only shrink each run's share of the cores
     return LocalBackend(
-        jobs=args.jobs or 1, cpus_per_run=args.cpus_per_run, gpus_per_run=int(args.gpus_per_run)
+        jobs=min(args.jobs or 1, runs), cpus_per_run=args.cpus_per_run, gpus_per_run=int(args.gpus_per_run)
     )
 
 
@@ -107,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
     if not todo:
         print(f"sweep: all {len(runs)} runs are up to date (--list says why, --force reruns)")
         return 0
-    backend = _backend(args)
+    backend = _backend(args, runs=len(todo))
     print(f"sweep: {len(todo)} of {len(runs)} runs to do; {backend.describe()}", flush=True)
     with _sigterm_as_interrupt():
         reports, interrupted = run_sweep(todo, backend=backend, quick=args.quick, force=args.force)

@@ -22,6 +22,7 @@ from typing import Any
 
 from peftbench.errors import BadInput
 from peftbench.sweep.driver import RunReport
+from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
 
 # after a Ctrl-C, how long a run may take to write its cancelled result before it is killed
@@ -83,7 +84,7 @@ class LocalBackend:
         gpus = self.gpu_pool.get() if self.gpu_pool is not None else None
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(log_path.parent)
         try:
             with open(log_path, "w", encoding="utf-8") as log:
                 log.write(f"$ {shlex.join(cmd)}\n")

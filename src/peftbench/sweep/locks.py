@@ -17,6 +17,20 @@ def lock_path(run: Run) -> Path:
     return run.experiment.task_dir / LOCK_DIR / f"{run.stem}.lock"
 
 
+def private_dir(path: Path) -> Path:
+    """Create `path` with a `.gitignore` of `*` inside (as pytest's cache does).
+
+    Untracked files make the checkout dirty, and runs on a dirty checkout are never main runs: the
+    sweep's own logs and locks must not turn its runs into temporary ones, whatever the project's
+    .gitignore says.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# created by peftbench sweep\n*\n")
+    return path
+
+
 @contextmanager
 def claimed(run: Run) -> Iterator[bool]:
     """Yield True while this process holds the run's lock, False (at once) when another holds it.
@@ -24,7 +38,7 @@ def claimed(run: Run) -> Iterator[bool]:
     The OS releases the lock when its holder dies, so a crashed sweep leaves no stale lock behind.
     """
     path = lock_path(run)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     # thread_local=False: the lock belongs to the sweep, not to the worker thread that took it
     lock = FileLock(path, thread_local=False)
     try:

@@ -22,6 +22,7 @@ from peftbench.errors import BadInput
 from peftbench.experiment import RESULT_DIRS, Experiment, config_hashes
 from peftbench.results import atomic_write_json, final_metrics
 from peftbench.sweep.driver import RunReport
+from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
 
 # environment that decides how a worker finds tasks and data; forwarded to the workers of a Ray
@@ -135,7 +136,7 @@ class RayBackend:
             )
             self._refs.add(ref)
         tic = time.perf_counter()
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(log_path.parent)
         report = RunReport(run, "crashed", log=log_path)
         with open(log_path, "w", encoding="utf-8") as log:
             log.write(f"ray task {ref.task_id().hex()} for {run.label}\n")
