@@ -1,0 +1,810 @@
+"""Performance benchmark of the peftbench harness against bare loops, its fixed costs and growth (issue 10).
+
+Everything is measured side by side in one process (subprocesses only where a whole run or a fresh
+interpreter is the thing measured): the harness's training loop against a bare
+forward/backward/step loop on the same model, PEFT config and batches; the harness's evaluation
+against bare batched `generate` calls on the same prompts, sorted and unsorted; the fixed costs of one
+run as a fraction of a quick-variant run; run time against max_steps, validation size and sweep
+--jobs. Repetitions are interleaved (A B, then B A) and medians reported, because the machine is
+shared and noisy. Prints a table of ratios and writes JSON.
+
+    python benchmarks/perf/run_perf.py                      # the embedded benchmark, a few minutes
+    python benchmarks/perf/run_perf.py --quick --out x.json # tiny sizes, seconds (the smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TASK = REPO / "benchmarks" / "tinymath"
+RESULTS = Path(__file__).resolve().parent / "results"
+SCHEMA = "peftbench-perf/1"
+TARGET_RATIO = 0.95
+TARGET_FIXED_FRACTION = 0.10
+# what a run imports before it trains (peftbench.run alone imports little: the rest is lazy)
+RUN_IMPORTS = "import peftbench.run, peftbench.train, peft; from transformers import AutoModelForCausalLM"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    train_steps: int  # optimizer steps per timed training repetition
+    reps: int  # interleaved repetitions of each A/B comparison
+    eval_prompts: int  # prompts per timed evaluation
+    step_sizes: tuple[int, ...]  # max_steps of the growth fit
+    valid_sizes: tuple[int, ...]  # validation sizes of the growth fit
+    fixed_reps: int  # repetitions of each fixed-cost measurement
+    sweep_runs: int  # runs per timed sweep (one experiment, several seeds)
+    sweep_jobs: tuple[int, ...]
+
+
+FULL = Sizes(
+    train_steps=30,
+    reps=5,
+    eval_prompts=64,
+    step_sizes=(10, 20, 40),
+    valid_sizes=(16, 32, 64),
+    fixed_reps=3,
+    sweep_runs=4,
+    sweep_jobs=(1, 2),
+)
+QUICK = Sizes(
+    train_steps=2,
+    reps=1,
+    eval_prompts=4,
+    step_sizes=(1, 2, 3),
+    valid_sizes=(1, 2, 3),
+    fixed_reps=1,
+    sweep_runs=2,
+    sweep_jobs=(1, 2),
+)
+
+
+# ---------------------------------------------------------------- timing helpers
+
+
+@contextmanager
+def timed(sync: Callable[[], None] = lambda: None) -> Iterator[dict[str, float]]:
+    """Wall and process CPU seconds of the block (CPU time is less sensitive to other users' load)."""
+    result: dict[str, float] = {}
+    sync()
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield result
+    sync()
+    result["wall"] = time.perf_counter() - wall
+    result["cpu"] = time.process_time() - cpu
+
+
+def timed_subprocess(cmd: list[str], *, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Wall seconds and the child's CPU seconds (user + system) of one command; its stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(cmd)} exited with {done.returncode}:\n{tail}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "stdout": done.stdout}
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+    }
+
+
+def fit_line(x: list[float], y: list[float]) -> dict[str, float]:
+    """Least-squares line y = slope * x + intercept and its R^2."""
+    slope, intercept = np.polyfit(x, y, 1)
+    predicted = np.polyval([slope, intercept], x)
+    total = float(np.sum((np.asarray(y) - np.mean(y)) ** 2))
+    r2 = 1.0 - float(np.sum((np.asarray(y) - predicted) ** 2)) / total if total > 0 else 1.0
+    return {"slope": float(slope), "intercept": float(intercept), "r2": r2}
+
+
+# ---------------------------------------------------------------- the objects under test
+
+
+@dataclass
+class Bench:
+    experiment: Any
+    config: Any
+    peft_config: Any
+    task: Any
+    data: Any
+    model: Any
+    tokenizer: Any
+    device: str
+    model_path: str
+    train_seqs: list[list[int]]
+    snapshot: dict[str, Any]
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def restore(self) -> None:
+        """Trainable weights back to their initial values, so that every repetition starts alike."""
+        import torch
+
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in self.snapshot:
+                    param.copy_(self.snapshot[name])
+
+    def examples(self, n: int) -> list[Any]:
+        """n evaluation examples: validation first, then test, repeated if the task has fewer."""
+        pool = [*self.data.valid, *self.data.test]
+        return [pool[i % len(pool)] for i in range(n)]
+
+    def tiny_data(self, *, valid: int = 1) -> Any:
+        """The task's data with evaluation sets cut down, so that a timed train() is mostly steps."""
+        return dataclasses.replace(
+            self.data,
+            valid=self.examples(valid),
+            test=self.data.test[:1],
+            forgetting_texts=self.data.forgetting_texts[:1],
+        )
+
+
+def find_experiment(task_dir: Path) -> Path:
+    lora = sorted((task_dir / "experiments").glob("lora/*"))
+    if not lora:
+        raise SystemExit(f"run_perf: no lora experiment in {task_dir}/experiments; pass --experiment")
+    return lora[0]
+
+
+def set_up(experiment_path: Path, fixed: dict[str, Any], sizes: Sizes) -> Bench:
+    """Load everything once, timing the fixed costs of doing so (model load, data, tokenization)."""
+    from peftbench.experiment import load_peft_config, load_train_config, resolve_experiment
+    from peftbench.run import _build_model
+    from peftbench.tasks import get_task
+    from peftbench.train import tokenize_train
+
+    experiment = resolve_experiment(experiment_path)
+    config = load_train_config(experiment)
+    peft_config = load_peft_config(experiment)
+    task = get_task(experiment.task_name)
+
+    loads = []
+    for _ in range(sizes.fixed_reps):
+        with timed() as t:
+            model, tokenizer, device, model_path = _build_model(experiment, config, peft_config)
+        loads.append(t["wall"])
+    fixed["model load"] = summary(loads)
+
+    data_times = []
+    for _ in range(sizes.fixed_reps):
+        with timed() as t:
+            data = task.load_data(task_dir=experiment.task_dir, seed=0)
+        data_times.append(t["wall"])
+    fixed["data generation"] = summary(data_times)
+
+    train_seqs = tokenize_train(
+        tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
+    )
+    snapshot = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return Bench(
+        experiment=experiment,
+        config=config,
+        peft_config=peft_config,
+        task=task,
+        data=data,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        model_path=model_path,
+        train_seqs=train_seqs,
+        snapshot=snapshot,
+    )
+
+
+# ---------------------------------------------------------------- training: harness vs bare loop
+
+
+def harness_train(b: Bench, *, steps: int, valid: int = 1, eval_steps: int | None = None) -> dict[str, Any]:
+    """peftbench.train.train; the loop's own wall time is its elapsed time at the (single) validation,
+    minus that validation: everything from the first step to the last, bookkeeping included."""
+    from peftbench.train import train
+
+    b.restore()
+    config = dataclasses.replace(b.config, max_steps=steps, eval_steps=eval_steps or steps)
+    with timed(b.sync) as whole:
+        out = train(
+            model=b.model,
+            tokenizer=b.tokenizer,
+            task=b.task,
+            data=b.tiny_data(valid=valid),
+            config=config,
+            device=b.device,
+        )
+    if out.status != "success":
+        raise RuntimeError(f"harness training failed: {out.error_msg}")
+    last_eval = out.metrics[-2]
+    return {
+        "loop_wall": last_eval["elapsed time"] - sum(m["eval time"] for m in out.metrics[:-1]),
+        "step_timer": sum(m["train time"] for m in out.metrics[:-1]),
+        "whole_wall": whole["wall"],
+        "whole_cpu": whole["cpu"],
+    }
+
+
+def bare_train(b: Bench, *, steps: int) -> dict[str, float]:
+    """The same steps with nothing but forward, backward, (clipping,) optimizer and scheduler steps on
+    batches collated and moved to the device beforehand: the physical limit of the harness's loop."""
+    import torch
+
+    from peftbench.train import collate, make_optimizer, step_batches
+
+    b.restore()
+    config = b.config
+    stream = step_batches(
+        b.train_seqs,
+        batch_size=config.batch_size,
+        accumulation=config.gradient_accumulation_steps,
+        seed=config.seed,
+    )
+    prepared = []
+    for _ in range(steps):
+        micro = [collate(mb, pad_id=b.tokenizer.pad_token_id) for mb in next(stream)]
+        n_items = sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro)
+        prepared.append(([{k: v.to(b.device) for k, v in mb.items()} for mb in micro], n_items))
+    optimizer, scheduler = make_optimizer(b.model, config)
+    params = [p for p in b.model.parameters() if p.requires_grad]
+    autocast = (lambda: torch.autocast(device_type=b.device)) if config.use_amp else nullcontext
+    b.model.train()
+    with timed(b.sync) as t:
+        for micro, n_items in prepared:
+            optimizer.zero_grad(set_to_none=True)
+            for mb in micro:
+                with autocast():
+                    loss = b.model(**mb, num_items_in_batch=n_items).loss
+                loss.backward()
+            if config.grad_norm_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_norm_clip)
+            optimizer.step()
+            scheduler.step()
+    return t
+
+
+def measure_training(b: Bench, sizes: Sizes) -> dict[str, Any]:
+    steps = sizes.train_steps
+    harness_train(b, steps=min(2, steps))  # warm-up: allocator, lazy imports, first-call paths
+    bare_train(b, steps=min(2, steps))
+    harness, bare = [], []
+    for rep in range(sizes.reps):
+        # A B, then B A: a drift in the machine's load hits both sides alike
+        for side in ("harness", "bare") if rep % 2 == 0 else ("bare", "harness"):
+            if side == "harness":
+                harness.append(harness_train(b, steps=steps))
+            else:
+                bare.append(bare_train(b, steps=steps))
+    h_wall = [h["loop_wall"] for h in harness]
+    b_wall = [x["wall"] for x in bare]
+    pairs = [bw / hw for bw, hw in zip(b_wall, h_wall, strict=True)]
+    return {
+        "steps": steps,
+        "batch_size": b.config.batch_size,
+        "gradient_accumulation_steps": b.config.gradient_accumulation_steps,
+        "harness_steps_per_s": steps / statistics.median(h_wall),
+        "bare_steps_per_s": steps / statistics.median(b_wall),
+        "ratio": statistics.median(b_wall) / statistics.median(h_wall),
+        "ratio_pairwise_median": statistics.median(pairs),
+        "harness_loop_wall": summary(h_wall),
+        "harness_step_timer": summary([h["step_timer"] for h in harness]),
+        "harness_whole_train_call_wall": summary([h["whole_wall"] for h in harness]),
+        "bare_wall": summary(b_wall),
+        "bare_cpu": summary([x["cpu"] for x in bare]),
+    }
+
+
+# ---------------------------------------------------------------- evaluation: harness vs bare generate
+
+
+def bare_generate(b: Bench, prompts: list[list[int]], *, sort: bool) -> dict[str, Any]:
+    """Batched model.generate on pre-padded batches (left padding, as the harness), only the calls timed."""
+    import torch
+
+    from peftbench.evaluation import generation_config
+
+    order = list(range(len(prompts)))
+    if sort:
+        order.sort(key=lambda i: len(prompts[i]), reverse=True)
+    size = b.config.batch_size_eval
+    batches = []
+    padded = real = 0
+    for start in range(0, len(order), size):
+        idx = order[start : start + size]
+        batch = b.tokenizer.pad(
+            {"input_ids": [prompts[i] for i in idx]}, return_tensors="pt", padding_side="left"
+        ).to(b.device)
+        width = batch["input_ids"].shape[1]
+        padded += width * len(idx)
+        real += sum(len(prompts[i]) for i in idx)
+        gen = generation_config(
+            prompt_length=width, generation_kwargs=b.config.generation_kwargs, tokenizer=b.tokenizer
+        )
+        batches.append((batch, gen, width))
+    b.model.eval()
+    outputs = []
+    with torch.inference_mode(), timed(b.sync) as t:
+        for batch, gen, _ in batches:
+            outputs.append(b.model.generate(**batch, generation_config=gen))
+    b.model.train()
+    tokens = 0
+    for out, (_, _, width) in zip(outputs, batches, strict=True):
+        for row in out[:, width:]:
+            ended = (row == b.tokenizer.eos_token_id).nonzero()
+            tokens += int(ended[0]) if len(ended) else len(row)
+    return {**t, "tokens": tokens, "prompt_padding_fraction": 1 - real / padded}
+
+
+def harness_evaluate(b: Bench, examples: list[Any], prompts: list[list[int]]) -> dict[str, Any]:
+    from peftbench.train import evaluate_accuracy
+
+    with timed(b.sync) as t:
+        _, tokens = evaluate_accuracy(
+            b.model, b.tokenizer, task=b.task, examples=examples, prompts=prompts, config=b.config
+        )
+    return {**t, "tokens": tokens}
+
+
+def measure_evaluation(b: Bench, sizes: Sizes) -> dict[str, Any]:
+    from peftbench.train import tokenize_prompts
+
+    b.restore()
+    examples = b.examples(sizes.eval_prompts)
+    prompts = tokenize_prompts(b.tokenizer, examples, template=b.config.query_template)
+    harness_evaluate(b, examples[:2], prompts[:2])  # warm-up
+    runs: dict[str, list[dict[str, Any]]] = {"harness": [], "bare_sorted": [], "bare_unsorted": []}
+    sides = list(runs)
+    for rep in range(sizes.reps):
+        for side in sides if rep % 2 == 0 else sides[::-1]:
+            if side == "harness":
+                runs[side].append(harness_evaluate(b, examples, prompts))
+            else:
+                runs[side].append(bare_generate(b, prompts, sort=side == "bare_sorted"))
+    wall = {side: statistics.median(r["wall"] for r in rs) for side, rs in runs.items()}
+    tokens = {side: rs[0]["tokens"] for side, rs in runs.items()}
+    tps = {side: tokens[side] / wall[side] for side in runs}
+    return {
+        "prompts": len(prompts),
+        "batch_size_eval": b.config.batch_size_eval,
+        "generation_kwargs": b.config.generation_kwargs,
+        "generated_tokens": tokens,
+        "tokens_per_s": tps,
+        "ratio": tps["harness"] / tps["bare_sorted"],
+        "sorting_gain": wall["bare_unsorted"] / wall["bare_sorted"],
+        "prompt_padding_fraction": {
+            "sorted": runs["bare_sorted"][0]["prompt_padding_fraction"],
+            "unsorted": runs["bare_unsorted"][0]["prompt_padding_fraction"],
+        },
+        "wall": {side: summary([r["wall"] for r in rs]) for side, rs in runs.items()},
+    }
+
+
+# ---------------------------------------------------------------- fixed costs
+
+
+def measure_imports(sizes: Sizes, *, quick: bool) -> dict[str, Any]:
+    """Fresh interpreters: startup alone, `import peftbench.run`, and everything a run imports (skipped
+    with --quick: it costs several seconds of CPU, the smoke test does not need it)."""
+    codes = {"python startup": "pass", "import peftbench.run": "import peftbench.run"}
+    if not quick:
+        codes["run imports"] = RUN_IMPORTS
+    return {
+        name: summary(
+            [timed_subprocess([sys.executable, "-c", code])["wall"] for _ in range(sizes.fixed_reps)]
+        )
+        for name, code in codes.items()
+    }
+
+
+def measure_tokenization(b: Bench, sizes: Sizes) -> dict[str, Any]:
+    """Cold tokenization of every split, and, with the on-disk cache, a miss (tokenize + store) and a hit."""
+    from peftbench.train import tokenize_prompts, tokenize_train
+
+    def tokenize_all() -> None:
+        cfg = b.config
+        tokenize_train(b.tokenizer, b.data.train, template=cfg.query_template, max_len=cfg.max_seq_length)
+        tokenize_prompts(b.tokenizer, b.data.valid, template=cfg.query_template)
+        tokenize_prompts(b.tokenizer, b.data.test, template=cfg.query_template)
+
+    cold = []
+    for _ in range(sizes.fixed_reps):
+        with timed() as t:
+            tokenize_all()
+        cold.append(t["wall"])
+    out: dict[str, Any] = {"cold": summary(cold), "train examples": len(b.data.train)}
+    try:
+        from peftbench import tokencache
+    except ImportError:
+        out["cache"] = "peftbench.tokencache not available"
+        return out
+    texts = [b.config.query_template.format(query=e.query) + e.response for e in b.data.train]
+
+    def tokenize(batch: list[str]) -> list[list[int]]:
+        return b.tokenizer(batch, add_special_tokens=True)["input_ids"]
+
+    with tempfile.TemporaryDirectory(prefix="perf-cache-") as folder:
+        previous = os.environ.get("PEFTBENCH_CACHE")
+        os.environ["PEFTBENCH_CACHE"] = folder
+        try:
+            with timed() as miss:
+                tokencache.cached_tokenize(texts, tokenizer=b.tokenizer, tokenize=tokenize)
+            hits = []
+            for _ in range(sizes.fixed_reps):
+                with timed() as hit:
+                    tokencache.cached_tokenize(texts, tokenizer=b.tokenizer, tokenize=tokenize)
+                hits.append(hit["wall"])
+        finally:
+            if previous is None:
+                os.environ.pop("PEFTBENCH_CACHE")
+            else:
+                os.environ["PEFTBENCH_CACHE"] = previous
+    out["train cache miss"] = miss["wall"]
+    out["train cache hit"] = summary(hits)
+    return out
+
+
+def measure_in_process_fixed(b: Bench, sizes: Sizes) -> dict[str, Any]:
+    from peftbench import provenance
+    from peftbench.modeling import weights_fingerprint
+    from peftbench.run import _checkpoint_size
+    from peftbench.train import forgetting_loss
+
+    out: dict[str, Any] = {}
+    samples = []
+    for _ in range(sizes.fixed_reps):
+        with timed(b.sync) as t:
+            forgetting_loss(b.model, b.tokenizer, b.data.forgetting_texts, b.config)
+        samples.append(t["wall"])
+    # a run measures forgetting twice: before training (adapter off) and after
+    out["forgetting (one pass)"] = summary(samples)
+    out["forgetting texts"] = len(b.data.forgetting_texts)
+    parts = {
+        "git state": lambda: provenance.git_state(b.experiment.task_dir),
+        "package info": provenance.package_info,
+        "system info": lambda: provenance.system_info(b.device),
+        "pytorch info": provenance.pytorch_info,
+        "model fingerprint": lambda: weights_fingerprint(b.model_path),
+        "checkpoint save": lambda: _checkpoint_size(b.model, b.peft_config, clean=True),
+    }
+    for name, fn in parts.items():
+        samples = []
+        for _ in range(sizes.fixed_reps):
+            with timed() as t:
+                fn()
+            samples.append(t["wall"])
+        out[name] = summary(samples)
+    return out
+
+
+@contextmanager
+def scratch_task(b: Bench) -> Iterator[Path]:
+    """A throw-away copy of the task folder holding only this experiment (everything else linked), so
+    that subprocess runs write their result files there and not into the real benchmark."""
+    from peftbench.experiment import RESULT_DIRS
+
+    with tempfile.TemporaryDirectory(prefix="perf-task-") as root:
+        task = Path(root) / "benchmarks" / b.experiment.task_dir.name
+        task.mkdir(parents=True)
+        for entry in b.experiment.task_dir.iterdir():
+            if entry.name not in ("experiments", *RESULT_DIRS):
+                (task / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+        shutil.copytree(b.experiment.path, task / "experiments" / b.experiment.method / b.experiment.name)
+        yield task
+
+
+def measure_quick_runs(b: Bench, task: Path, threads: int) -> dict[str, Any]:
+    """`peftbench run --quick` as a subprocess: once with an empty tokenization cache, once with it warm."""
+    exp = task / "experiments" / b.experiment.method / b.experiment.name
+    cmd = [
+        sys.executable,
+        "-m",
+        "peftbench",
+        "run",
+        str(exp),
+        "--quick",
+        "--clean",
+        "--threads",
+        str(threads),
+    ]
+    out: dict[str, Any] = {"command": " ".join(cmd[1:])}
+    with tempfile.TemporaryDirectory(prefix="perf-cache-") as cache:
+        env = {**os.environ, "PEFTBENCH_CACHE": cache}
+        for label in ("cold cache", "warm cache"):
+            done = timed_subprocess(cmd, env=env)
+            out[label] = {"wall": done["wall"], "cpu": done["cpu"], "summary": json.loads(done["stdout"])}
+    return out
+
+
+# ---------------------------------------------------------------- growth
+
+
+def measure_growth(b: Bench, sizes: Sizes) -> dict[str, Any]:
+    """Whole train() calls (validation once at the end) against max_steps and against validation size."""
+    x_steps, y_steps = [], []
+    x_valid, y_valid = [], []
+    passes = 1 if sizes.reps < 3 else 2
+    for p in range(passes):
+        order = sizes.step_sizes if p % 2 == 0 else sizes.step_sizes[::-1]
+        for steps in order:
+            x_steps.append(steps)
+            y_steps.append(harness_train(b, steps=steps)["whole_wall"])
+        order = sizes.valid_sizes if p % 2 == 0 else sizes.valid_sizes[::-1]
+        for n in order:
+            x_valid.append(n)
+            y_valid.append(harness_train(b, steps=1, valid=n)["whole_wall"])
+    return {
+        "max_steps": {"x": x_steps, "seconds": y_steps, **fit_line(x_steps, y_steps)},
+        "validation_size": {"x": x_valid, "seconds": y_valid, **fit_line(x_valid, y_valid)},
+    }
+
+
+def measure_sweep(task: Path, b: Bench, sizes: Sizes) -> dict[str, Any]:
+    try:
+        import peftbench.commands.sweep  # noqa: F401
+    except ImportError:
+        return {"skipped": "no `peftbench sweep` command in this checkout"}
+    seeds = ",".join(str(100 + i) for i in range(sizes.sweep_runs))
+    out: dict[str, Any] = {"runs": sizes.sweep_runs, "cores": available_cores()}
+    for jobs in sizes.sweep_jobs:
+        cmd = [sys.executable, "-m", "peftbench", "sweep", str(task), "--quick", "--force"]
+        cmd += ["--filter", b.experiment.experiment_name, "--seeds", seeds, "--jobs", str(jobs)]
+        done = timed_subprocess(cmd)
+        out[f"jobs={jobs}"] = {"wall": done["wall"], "cpu": done["cpu"]}
+    walls = [out[f"jobs={j}"]["wall"] for j in sizes.sweep_jobs]
+    out["speedup"] = {f"jobs={j}": walls[0] / w for j, w in zip(sizes.sweep_jobs, walls, strict=True)}
+    return out
+
+
+# ---------------------------------------------------------------- machine, report, main
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(threads: int, device: str) -> dict[str, Any]:
+    import psutil
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cores": available_cores(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": list(os.getloadavg()),
+        "torch_threads": threads,
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "device": device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def table(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline rows: each measure, its target and whether it is met."""
+    rows = []
+    tr, ev, fx, gr = (record.get(k) for k in ("training", "evaluation", "fixed_costs", "growth"))
+    if tr:
+        rows.append(
+            row(
+                "training steps/s: harness / bare",
+                tr["ratio"],
+                f">= {TARGET_RATIO}",
+                tr["ratio"] >= TARGET_RATIO,
+            )
+        )
+        rows.append(row("  harness steps/s", tr["harness_steps_per_s"]))
+        rows.append(row("  bare steps/s", tr["bare_steps_per_s"]))
+    if ev:
+        rows.append(
+            row(
+                "eval tokens/s: harness / bare sorted",
+                ev["ratio"],
+                f">= {TARGET_RATIO}",
+                ev["ratio"] >= TARGET_RATIO,
+            )
+        )
+        rows.append(row("  sorting gain: unsorted / sorted time", ev["sorting_gain"]))
+        rows.append(row("  harness tokens/s", ev["tokens_per_s"]["harness"]))
+    if fx and "fraction" in fx:
+        for label, value in fx["fraction"].items():
+            rows.append(
+                row(
+                    f"fixed costs / quick run ({label})",
+                    value,
+                    f"< {TARGET_FIXED_FRACTION}",
+                    value < TARGET_FIXED_FRACTION,
+                )
+            )
+        rows.append(row("  quick run wall s (warm cache)", fx["quick_run"]["warm cache"]["wall"]))
+    if fx:
+        rows.append(row("  fixed costs s (cached tokenization)", fx["total_cached"]))
+    if gr:
+        for name, fit in gr.items():
+            if name == "sweep":
+                continue
+            rows.append(row(f"growth vs {name}: slope s/unit", fit["slope"], "linear", fit["r2"] >= 0.9))
+            rows.append(row(f"  R^2 (intercept {fit['intercept']:.2f} s)", fit["r2"]))
+        sweep = gr.get("sweep", {})
+        for label, speedup in sweep.get("speedup", {}).items():
+            rows.append(row(f"sweep speedup {label} ({sweep['runs']} runs)", speedup))
+    return rows
+
+
+def row(measure: str, value: float, target: str = "", met: bool | None = None) -> dict[str, Any]:
+    return {"measure": measure, "value": round(float(value), 4), "target": target, "met": met}
+
+
+def print_table(rows: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    import pandas as pd
+
+    m = record["machine"]
+    print(
+        f"\nmachine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, "
+        f"device {m['device']}, load {m['load_average_at_start'][0]:.1f} at start"
+    )
+    frame = pd.DataFrame(rows).fillna("")
+    print(frame.to_string(index=False, justify="left"))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        default=None,
+        help="experiment folder to measure (default: the first lora experiment of benchmarks/tinymath)",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds): a smoke test")
+    parser.add_argument(
+        "--subprocess-runs",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="time whole `peftbench run --quick` runs and sweeps in subprocesses (auto: not with --quick)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default: results/perf-<time>.json)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads {args.threads}: must be at least 1")
+    if args.experiment is not None and not args.experiment.is_dir():
+        parser.error(f"--experiment {args.experiment}: no such folder")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    sizes = QUICK if args.quick else FULL
+    threads = args.threads or available_cores()
+    torch.set_num_threads(threads)
+    subprocess_runs = args.subprocess_runs == "yes" or (args.subprocess_runs == "auto" and not args.quick)
+    experiment = args.experiment or find_experiment(DEFAULT_TASK)
+    created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    tic = time.perf_counter()
+
+    fixed: dict[str, Any] = {}
+    b = set_up(experiment, fixed, sizes)
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created_at": created.isoformat(),
+        "quick": args.quick,
+        "experiment": b.experiment.experiment_name,
+        "task": b.experiment.task_name,
+        "machine": machine(threads, b.device),
+        "sizes": dataclasses.asdict(sizes),
+    }
+    print(f"run_perf: {record['experiment']} on {b.device}, {threads} thread(s)", file=sys.stderr)
+    print("run_perf: training, harness vs bare loop", file=sys.stderr)
+    record["training"] = measure_training(b, sizes)
+    print("run_perf: evaluation, harness vs bare generate", file=sys.stderr)
+    record["evaluation"] = measure_evaluation(b, sizes)
+    print("run_perf: fixed costs", file=sys.stderr)
+    fixed["imports"] = measure_imports(sizes, quick=args.quick)
+    fixed["tokenization"] = measure_tokenization(b, sizes)
+    fixed.update(measure_in_process_fixed(b, sizes))
+    record["fixed_costs"] = fixed
+    print("run_perf: growth", file=sys.stderr)
+    record["growth"] = measure_growth(b, sizes)
+    if subprocess_runs:
+        with scratch_task(b) as task:
+            print("run_perf: quick-variant runs (subprocess)", file=sys.stderr)
+            fixed["quick_run"] = measure_quick_runs(b, task, threads)
+            print("run_perf: sweeps against --jobs (subprocess)", file=sys.stderr)
+            record["growth"]["sweep"] = measure_sweep(task, b, sizes)
+    else:
+        fixed["quick_run"] = {"skipped": "--subprocess-runs no (the default with --quick)"}
+        record["growth"]["sweep"] = {"skipped": "--subprocess-runs no (the default with --quick)"}
+    add_fixed_totals(fixed)
+    record["machine"]["load_average_at_end"] = list(os.getloadavg())
+    record["script_seconds"] = time.perf_counter() - tic
+    record["table"] = table(record)
+
+    from peftbench.results import atomic_write_json
+
+    stamp = created.strftime("%Y%m%dT%H%M%S")
+    out = args.out or RESULTS / f"perf-{stamp}{'-quick' if args.quick else ''}.json"
+    atomic_write_json(out, record)
+    print_table(record["table"], record)
+    print(f"\nwritten: {out}")
+    return 0
+
+
+def add_fixed_totals(fixed: dict[str, Any]) -> None:
+    """Sum of a run's fixed costs (medians), with cold and cached tokenization, and their fraction of a
+    quick-variant run where one was timed."""
+    imports = fixed["imports"].get("run imports", fixed["imports"]["import peftbench.run"])
+    common = (
+        imports["median"]
+        + fixed["model load"]["median"]
+        + fixed["data generation"]["median"]
+        + 2 * fixed["forgetting (one pass)"]["median"]
+        + sum(
+            fixed[k]["median"]
+            for k in (
+                "git state",
+                "package info",
+                "system info",
+                "pytorch info",
+                "model fingerprint",
+                "checkpoint save",
+            )
+        )
+    )
+    tok = fixed["tokenization"]
+    cached = tok["train cache hit"]["median"] if "train cache hit" in tok else tok["cold"]["median"]
+    fixed["total_cold"] = common + tok["cold"]["median"]
+    fixed["total_cached"] = common + cached
+    quick = fixed.get("quick_run", {})
+    if "cold cache" in quick:
+        fixed["fraction"] = {
+            "cold cache": fixed["total_cold"] / quick["cold cache"]["wall"],
+            "warm cache": fixed["total_cached"] / quick["warm cache"]["wall"],
+        }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
