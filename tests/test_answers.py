@@ -6,6 +6,8 @@ import threading
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peftbench.errors import BadInput
 from peftbench.tasks import answers
@@ -159,3 +161,28 @@ def test_math_verify_missing_gives_one_clear_line(monkeypatch):
     assert answers.math_verify_available() is False
     with pytest.raises(BadInput, match=r'pip install "peftbench\[math\]"'):
         answers.math_verify_correct("The answer is 4", "4")
+
+
+@given(
+    value=st.integers(min_value=-(10**12), max_value=10**12),
+    commas=st.booleans(),
+    dollar=st.booleans(),
+    tail=st.sampled_from(["", ".", "!", " ", ".\n\nQuestion: next one"]),
+)
+def test_any_integer_in_any_usual_spelling_matches(value, commas, dollar, tail):
+    text = f"{value:,}" if commas else str(value)
+    if dollar:
+        text = "-$" + text[1:] if text.startswith("-") else "$" + text
+    assert is_correct(f"Some working. The answer is: {text}{tail}", str(value))
+    assert not is_correct(f"Some working. The answer is: {text}{tail}", str(value + 1))
+
+
+@given(numerator=st.integers(-1000, 1000), denominator=st.integers(1, 1000))
+def test_fractions_match_their_decimal_value(numerator, denominator):
+    decimal = repr(numerator / denominator)
+    assert is_correct(f"The answer is {numerator}/{denominator}", decimal)
+
+
+@pytest.mark.parametrize("text", ["-$5", "$-5", "- 5", "\\$-5", "-5.00"])
+def test_signs_and_dollars_in_either_order(text):
+    assert is_correct(f"The answer is: {text}", "-5")

@@ -53,17 +53,19 @@ def extract_answer(text: str | None) -> str | None:
     >>> extract_answer("2 + 2 = 4, plus 1 is 5. The answer is: 5.")
     '5'
     """
-    if not text:
+    answer = _after_last_delimiter(text)
+    if answer is None:
         return None
-    last = None
-    for last in _DELIMITER.finditer(text):  # noqa: B007 -- only the last match is wanted
-        pass
-    if last is None:
+    return normalize_answer(answer) or None
+
+
+def _after_last_delimiter(text: str | None) -> str | None:
+    """The raw text of the line after the last answer delimiter, or None without a delimiter."""
+    matches = list(_DELIMITER.finditer(text or ""))
+    if not matches:
         return None
     # a new paragraph can follow the answer (the model keeps generating): keep only its line
-    answer = text[last.end() :].strip().split("\n", 1)[0]
-    answer = normalize_answer(answer)
-    return answer or None
+    return text[matches[-1].end() :].strip().split("\n", 1)[0]
 
 
 def normalize_answer(answer: str) -> str:
@@ -75,8 +77,8 @@ def normalize_answer(answer: str) -> str:
         answer = boxed.group(1).strip().strip(" .!?$%")
     answer = _FRAC.sub(r"\1/\2", answer)
     answer = _THOUSANDS.sub("", answer)
-    # "$ 5" and "- 5": spaces inside a plain number carry no meaning
-    compact = answer.replace(" ", "")
+    # "- 5", "-$5", "\\$5": spaces and dollar signs inside a plain number carry no meaning
+    compact = re.sub(r"\s|\\?\$", "", answer)
     if parse_number(compact) is not None:
         return compact
     return answer
@@ -159,10 +161,9 @@ def math_verify_correct(completion: str, gold: str) -> bool:
         ) from exc
     # Math-Verify's timeouts use signal.alarm, which works only in the main thread
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
-    last = None
-    for last in _DELIMITER.finditer(completion or ""):  # noqa: B007 -- only the last match is wanted
-        pass
-    target_text = completion[last.end() :].strip().split("\n", 1)[0] if last else (completion or "")
+    target_text = _after_last_delimiter(completion)
+    if target_text is None:
+        target_text = completion or ""
     gold_text = _gold_answer(gold) or ""
     parsed_gold = parse(gold_text, parsing_timeout=timeout)
     parsed_target = parse(target_text, parsing_timeout=timeout)
