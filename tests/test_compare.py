@@ -191,6 +191,37 @@ def test_temporary_results_only_with_the_flag(task_dir, capsys):
     assert code == 2 and "oft/d" in err
     code, out, _ = run_cli(capsys, task_dir, "oft/d", "lora/b", "--include-temporary", "--bootstrap", "500")
     assert code == 0 and "A = oft/d" in out
+    # options may also sit between the folders and the experiment names
+    code, out, _ = run_cli(capsys, task_dir, "--include-temporary", "oft/d", "--format", "json", "lora/b")
+    assert code == 0 and json.loads(out)["a"] == "oft/d"
+
+
+@pytest.mark.slow
+def test_compare_reads_what_the_runner_writes(tmp_path, monkeypatch, capsys):
+    """Two seeds of two experiments of the toy task, run for real, then compared."""
+    from toyworld import build_tiny_model, make_task_dir, register_toy_task
+
+    register_toy_task(monkeypatch)
+    build_tiny_model(tmp_path / "model")
+    task = make_task_dir(tmp_path, model_dir=tmp_path / "model")
+    for experiment in ("lora/toy-rank4", "full-finetuning/toy-default"):
+        for seed in ("0", "1"):
+            assert main(["run", "--clean", str(task / "experiments" / experiment), "--seed", seed]) == 0
+    capsys.readouterr()
+    code, out, err = run_cli(
+        capsys,
+        task,
+        "lora/toy-rank4",
+        "full-finetuning/toy-default",
+        "--include-temporary",
+        "--format",
+        "json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["n_items"] == 16 and (data["n_seeds_a"], data["n_seeds_b"]) == (2, 2)
+    assert [e["seeds"] for e in data["experiments"]] == [[0, 1], [0, 1]]
+    assert data["low"] <= data["diff"] <= data["high"]
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ for the number of comparisons. See docs/statistics.md."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _allow_intermixed(parser)
     parser.usage = USAGE
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -50,8 +51,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bootstrap", type=int, default=None, metavar="N", help="bootstrap resamples (default 10000)"
     )
     parser.add_argument("--rng-seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    parser.add_argument(
+        "--format", choices=("text", "markdown", "json"), default="text", help="output format"
+    )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+
+
+def _allow_intermixed(parser: argparse.ArgumentParser) -> None:
+    """Let options sit between the folders and the experiment names (`DIR --include-temporary A B`).
+
+    Plain argparse takes positionals in one run only, so the names after an option would be
+    "unrecognized". The top-level parser calls this sub-parser's parse_known_args; route that call
+    to parse_known_intermixed_args, which itself calls parse_known_args: hence the original
+    method is put back for the duration of the call.
+    """
+    original = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        parser.parse_known_args = original
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            parser.parse_known_args = parse_known_args
+
+    parser.parse_known_args = parse_known_args
 
 
 def main(args: argparse.Namespace) -> int:
