@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
@@ -340,3 +342,33 @@ def test_crossed_t_keeps_its_level_under_simulated_nulls(k_a, k_b, seed_sd):
         item = rng.normal(0, 1.5, 200)
         rejected += paired_comparison(runs(k_a, item), runs(k_b, item)).p_value < 0.05
     assert 0.01 <= rejected / sims <= 0.09  # binomial sd at 5% and 300 sims: 0.0126
+
+
+@st.composite
+def _paired_experiments(draw):
+    """Two experiments on the same few items: 1-3 seeds each, any pattern of right and wrong."""
+    n_items = draw(st.integers(1, 12))
+    seeds = st.lists(st.lists(st.booleans(), min_size=n_items, max_size=n_items), min_size=1, max_size=3)
+    a, b = draw(seeds), draw(seeds)
+    return [_run(x, seed=i) for i, x in enumerate(a)], [_run(x, seed=i) for i, x in enumerate(b)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(_paired_experiments())
+def test_paired_comparison_properties(runs):
+    a, b = runs
+    ab, ba = paired_comparison(a, b), paired_comparison(b, a)
+    assert 0.0 <= ab.p_value <= 1.0
+    assert -1.0 <= ab.low <= ab.diff + 1e-12 and ab.diff - 1e-12 <= ab.high <= 1.0
+    # swapping A and B mirrors the difference and its interval and keeps the p-value
+    assert ba.diff == pytest.approx(-ab.diff, abs=1e-12)
+    assert (ba.low, ba.high) == pytest.approx((-ab.high, -ab.low), abs=1e-9)
+    assert ba.p_value == pytest.approx(ab.p_value, abs=1e-9)
+    # the order of the test items does not matter, as long as both experiments keep the same one
+    order = np.arange(len(a[0].correct))[::-1]
+    flipped = paired_comparison(
+        [_run(r.correct[order], seed=r.seed) for r in a], [_run(r.correct[order], seed=r.seed) for r in b]
+    )
+    assert (flipped.diff, flipped.low, flipped.high, flipped.p_value) == pytest.approx(
+        (ab.diff, ab.low, ab.high, ab.p_value), abs=1e-9
+    )
