@@ -135,7 +135,9 @@ def test_markdown_output(task_dir, capsys):
         capsys, task_dir, "--baseline", "lora/b", "--format", "markdown", "--bootstrap", "500"
     )
     assert code == 0
-    assert "| experiment | accuracy | diff |" in out and "|---|" in out
+    header = next(line for line in out.splitlines() if line.startswith("| experiment"))
+    assert [c.strip() for c in header.strip("|").split("|")][:3] == ["experiment", "accuracy", "diff"]
+    assert "|---" in out and "| lora/a " in out
 
 
 @pytest.mark.parametrize(

@@ -268,13 +268,10 @@ def _ci(low, high, *, sign: bool = False) -> str:
 
 
 def _grid(header: list[str], rows: list[list[str]], *, markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+    from tabulate import tabulate
+
+    # cells are preformatted strings: no number parsing, so "+0.050" keeps its sign and digits
+    return tabulate(rows, headers=header, tablefmt="github" if markdown else "simple", disable_numparse=True)
 
 
 def render_pair(result: dict, *, fmt: str) -> str:
