@@ -140,50 +140,35 @@ MLP = ["gate_proj", "up_proj", "down_proj"]
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", *MLP]
 
 
-def _lora_family(s: Scale) -> list[Entry]:
-    r, alpha = s.rank, 2 * s.rank
-    base = {"r": r, "lora_alpha": alpha}
-    return [
-        Entry("lora", f"rank{r}", "LORA", base),
-        Entry("lora", f"rank{2 * r}", "LORA", {"r": 2 * r, "lora_alpha": 4 * r}),
-        Entry("lora", f"rank{r}-dora", "LORA", {**base, "use_dora": True}),
-        # rsLoRA scales by alpha/sqrt(r): the reference's rank-64 run with alpha 64
-        Entry("lora", f"rank{2 * r}-rslora", "LORA", {"r": 2 * r, "lora_alpha": 2 * r, "use_rslora": True}),
-        Entry(
-            "lora",
-            f"rank{r}-loraplus",
-            "LORA",
-            base,
-            {"optimizer_type": "lora+", **_lr(1e-4, weight_decay=0.1, loraplus_lr_ratio=16)},
-        ),
-        Entry(
-            "lora",
-            f"rank{r}-lorafa",
-            "LORA",
-            base,
-            {"optimizer_type": "lora-fa", **_lr(1e-4, weight_decay=0.1, r=r, lora_alpha=alpha)},
-        ),
-        Entry(
-            "lora",
-            f"rank{r}-riemannian",
-            "LORA",
-            base,
-            {"optimizer_type": "riemannian", **_lr(1e-4, weight_decay=0.1, reg=0.01)},
-        ),
-        # PiSSA and OLoRA move principal components of W into the adapter; alpha = r keeps the scale at 1.
-        # PiSSA with a 4-iteration randomized SVD, which PiSSA's authors recommend for large models
-        Entry(
-            "lora", f"rank{r}-pissa", "LORA", {"r": r, "lora_alpha": r, "init_lora_weights": "pissa_niter_4"}
-        ),
-        Entry("lora", f"rank{r}-olora", "LORA", {"r": r, "lora_alpha": r, "init_lora_weights": "olora"}),
-    ]
-
-
 def _e(
     method: str, variant: str, peft_type: str, params: dict[str, Any] | None = None, /, **config: Any
 ) -> Entry:
     # positional-only, so that config fields may be called "variant" or "method" (RoAd has one)
     return Entry(method, variant, peft_type, config, params or {})
+
+
+def _lora_family(s: Scale) -> list[Entry]:
+    r, alpha = s.rank, 2 * s.rank
+    return [
+        _e("lora", f"rank{r}", "LORA", r=r, lora_alpha=alpha),
+        _e("lora", f"rank{2 * r}", "LORA", r=2 * r, lora_alpha=4 * r),
+        _e("lora", f"rank{r}-dora", "LORA", r=r, lora_alpha=alpha, use_dora=True),
+        # rsLoRA scales by alpha/sqrt(r): the reference's rank-64 run with alpha 64
+        _e("lora", f"rank{2 * r}-rslora", "LORA", r=2 * r, lora_alpha=2 * r, use_rslora=True),
+        _e("lora", f"rank{r}-loraplus", "LORA",
+           {"optimizer_type": "lora+", **_lr(1e-4, weight_decay=0.1, loraplus_lr_ratio=16)},
+           r=r, lora_alpha=alpha),
+        _e("lora", f"rank{r}-lorafa", "LORA",
+           {"optimizer_type": "lora-fa", **_lr(1e-4, weight_decay=0.1, r=r, lora_alpha=alpha)},
+           r=r, lora_alpha=alpha),
+        _e("lora", f"rank{r}-riemannian", "LORA",
+           {"optimizer_type": "riemannian", **_lr(1e-4, weight_decay=0.1, reg=0.01)},
+           r=r, lora_alpha=alpha),
+        # PiSSA and OLoRA move principal components of W into the adapter; alpha = r keeps the scale at 1.
+        # PiSSA through peft's randomized SVD (4 iterations): a full SVD of every matrix is slow on 3B
+        _e("lora", f"rank{r}-pissa", "LORA", r=r, lora_alpha=r, init_lora_weights="pissa_niter_4"),
+        _e("lora", f"rank{r}-olora", "LORA", r=r, lora_alpha=r, init_lora_weights="olora"),
+    ]  # fmt: skip
 
 
 def _prompt_methods(s: Scale) -> list[Entry]:
