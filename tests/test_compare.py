@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from peftbench.analysis.stats import ItemRun, paired_comparison
 from peftbench.cli import main
@@ -15,14 +16,23 @@ from peftbench.commands.compare import experiment_id
 HASH = "ab" * 32
 
 
-def write_result(folder: Path, experiment: str, correct: str, *, seed: int = 0, items_hash: str | None = HASH,
-                 task: str = "tinymath", status: str = "success") -> Path:  # fmt: skip
+def write_result(
+    folder: Path,
+    experiment: str,
+    correct: str,
+    *,
+    seed: int = 0,
+    items_hash: str | None = HASH,
+    task: str = "tinymath",
+    status: str = "success",
+    forgetting: float | None = None,
+) -> Path:
     """A minimal result record of our format; seed 0 keeps the reference's file name."""
     train_info = {
         "status": status,
         "metrics": [
             {"step": 10, "valid accuracy": 0.5},
-            {"step": 10, "test accuracy": correct.count("1") / len(correct)},
+            {"step": 10, "test accuracy": correct.count("1") / len(correct), "forgetting": forgetting},
         ],
     }
     if correct is not None:
@@ -136,7 +146,7 @@ def test_markdown_output(task_dir, capsys):
     )
     assert code == 0
     header = next(line for line in out.splitlines() if line.startswith("| experiment"))
-    assert [c.strip() for c in header.strip("|").split("|")][:3] == ["experiment", "accuracy", "diff"]
+    assert [c.strip() for c in header.strip("|").split("|")][:3] == ["experiment", "test accuracy", "diff"]
     assert "|---" in out and "| lora/a " in out
 
 
@@ -236,3 +246,51 @@ def test_compare_reads_what_the_runner_writes(tmp_path, monkeypatch, capsys):
 )
 def test_experiment_id_accepts_folder_paths(text, expected):
     assert experiment_id(text) == expected
+
+
+@pytest.fixture
+def forgetting_dir(tmp_path):
+    """Forgetting of three experiments over seeds: a and b differ clearly, c has one seed."""
+    results = tmp_path / "results"
+    for seed, (fa, fb) in enumerate([(0.10, 0.31), (0.12, 0.30), (0.11, 0.33)]):
+        write_result(results, "lora/a", "10", seed=seed, forgetting=fa)
+        write_result(results, "lora/b", "10", seed=seed, forgetting=fb)
+    write_result(results, "ia3/c", "10", forgetting=0.2)
+    return results
+
+
+def test_other_metrics_use_welch_across_seeds(forgetting_dir, capsys):
+    code, out, err = run_cli(
+        capsys, forgetting_dir, "lora/a", "lora/b", "--metric", "forgetting", "--format", "json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    ref = sps.ttest_ind([0.10, 0.12, 0.11], [0.31, 0.30, 0.33], equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert data["metric"] == "forgetting" and data["method"] == "Welch t-test across seeds"
+    assert (data["p_value"], data["low"], data["high"]) == pytest.approx((ref.pvalue, ci.low, ci.high))
+    assert data["experiments"][0]["mean"] == pytest.approx(0.11)
+
+
+def test_other_metrics_against_a_baseline_best_first_by_the_metrics_direction(forgetting_dir, capsys):
+    code, out, err = run_cli(capsys, forgetting_dir, "--baseline", "lora/b", "--metric", "forgetting")
+    assert code == 0, err
+    assert "forgetting against baseline lora/b" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("lora/a")]
+    assert rows and rows[0][2].startswith("-0.2")  # lower forgetting is better: a is 0.2 lower
+    assert "ia3/c: a comparison across seeds needs at least 2 values on each side, got 1 and 3" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--metric", "forgeting"],
+            'no values of metric "forgeting" in these results (did you mean "forgetting"?)',
+        ),
+        (["--metric", "forgetting", "--method", "bootstrap"], "--method applies to test_accuracy only"),
+    ],
+)
+def test_bad_metric_options(forgetting_dir, capsys, extra, message):
+    code, _, err = run_cli(capsys, forgetting_dir, "lora/a", "lora/b", *extra)
+    assert code == 2 and message in err

@@ -621,7 +621,60 @@ def _test_against_best(
     x, y = group["_value"].dropna().to_numpy(), best["_value"].dropna().to_numpy()
     if len(x) < 2 or len(y) < 2:
         return {"p_value": np.nan, "test": "needs 2+ seeds on both sides (or per-item data for accuracy)"}
-    p_value = float(sps.ttest_ind(x, y, equal_var=False).pvalue)
-    if math.isnan(p_value):  # both constant: equal means are no evidence of a difference
-        p_value = 1.0 if x.mean() == y.mean() else 0.0
-    return {"p_value": p_value, "test": "Welch t-test across seeds"}
+    res = welch_comparison(x, y)
+    return {"p_value": res.p_value, "test": res.method}
+
+
+# ---------------------------------------------------------------------------------------------
+# Other metrics: one value per run, compared across seeds
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """Mean of a metric for A minus B's, over their seeds, with Welch's interval and p-value."""
+
+    mean_a: float
+    mean_b: float
+    diff: float
+    low: float
+    high: float
+    p_value: float
+    n_seeds_a: int
+    n_seeds_b: int
+    method: str
+    confidence: float = 0.95
+
+
+def welch_comparison(
+    a_values: Iterable[float | None], b_values: Iterable[float | None], *, confidence: float = 0.95
+) -> SeedComparison:
+    """Welch's t-test (scipy) on one value per seed, for metrics without per-item data
+    (forgetting, memory, time). Needs two or more values on each side; missing values are dropped."""
+    _check_confidence(confidence)
+    x, y = _finite(a_values), _finite(b_values)
+    if len(x) < 2 or len(y) < 2:
+        raise BadInput(
+            f"a comparison across seeds needs at least 2 values on each side, got {len(x)} and {len(y)}"
+        )
+    diff = float(x.mean() - y.mean())
+    if x.var() == 0 and y.var() == 0:
+        # scipy gives NaN here: no variation at all, so no evidence beyond the difference itself
+        low = high = diff
+        p_value = 1.0 if diff == 0 else 0.0
+    else:
+        res = sps.ttest_ind(x, y, equal_var=False)
+        ci = res.confidence_interval(confidence)
+        low, high, p_value = float(ci.low), float(ci.high), float(res.pvalue)
+    return SeedComparison(
+        mean_a=float(x.mean()),
+        mean_b=float(y.mean()),
+        diff=diff,
+        low=low,
+        high=high,
+        p_value=p_value,
+        n_seeds_a=len(x),
+        n_seeds_b=len(y),
+        method="Welch t-test across seeds",
+        confidence=confidence,
+    )

@@ -1,4 +1,4 @@
-"""`peftbench compare`: test accuracy of two experiments, or of all against a baseline, with paired tests."""
+"""`peftbench compare`: two experiments, or all against a baseline, with intervals and (paired) tests."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ EPILOG = """RESULTS is a results folder or a task folder (benchmarks/<task>, mea
 EXP is an experiment name as in run_info.experiment_name (<method>/<name>); an experiment folder
 path (.../experiments/<method>/<name>) works too. One seed each: exact McNemar test and Newcombe's
 paired interval; several seeds: a t-test over items x seeds (variance components); --method
-bootstrap: a paired bootstrap over items and seeds. With --baseline, p-values are Holm-corrected
+bootstrap: a paired bootstrap over items and seeds. --metric other than test_accuracy (no per-item
+data): Welch's t-test across seeds (2+ seeds each). With --baseline, p-values are Holm-corrected
 for the number of comparisons. See docs/statistics.md."""
 
 
@@ -34,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--baseline", metavar="EXP", help="compare every experiment against this one")
     parser.add_argument("--task", help="the task, when the folders hold results of several tasks")
+    parser.add_argument(
+        "--metric",
+        default="test_accuracy",
+        help="column of the results table to compare (default test_accuracy, e.g. forgetting, memory_max)",
+    )
     parser.add_argument(
         "--include-temporary", action="store_true", help="also read temporary_results/ of task folders"
     )
@@ -109,13 +115,49 @@ def main(args: argparse.Namespace) -> int:
         "rng_seed": args.rng_seed,
         "method": args.method,
     }
+    _check_metric(table, args.metric)
+    if args.metric != ACCURACY:
+        if args.method != "auto":
+            raise BadInput(f"--method applies to test_accuracy only; {args.metric} uses Welch's t-test")
+        options = {"confidence": args.confidence}
     if experiments is not None:
-        result = compare_two(table, *experiments, **options)
+        compare = compare_two if args.metric == ACCURACY else compare_two_metric
+        result = compare(table, *experiments, **options, **_metric_arg(args.metric))
         print(render_pair(result, fmt=args.format))
     else:
-        result = compare_all(table, experiment_id(args.baseline), alpha=args.alpha, **options)
+        compare = compare_all if args.metric == ACCURACY else compare_all_metric
+        baseline = experiment_id(args.baseline)
+        result = compare(table, baseline, alpha=args.alpha, **options, **_metric_arg(args.metric))
         print(render_baseline(result, fmt=args.format))
     return 0
+
+
+ACCURACY = "test_accuracy"
+
+
+def _metric_arg(metric: str) -> dict[str, str]:
+    return {} if metric == ACCURACY else {"metric": metric}
+
+
+def _check_metric(table, metric: str) -> None:
+    """The metric must be a numeric column with values: BadInput naming the close ones otherwise."""
+    import pandas as pd
+
+    from peftbench.errors import BadInput, did_you_mean
+
+    numeric = [
+        c
+        for c in table.columns
+        if pd.api.types.is_numeric_dtype(table[c])
+        and not pd.api.types.is_bool_dtype(table[c])
+        and table[c].notna().any()
+    ]
+    if metric not in table.columns or metric not in numeric:
+        known = [c for c in numeric if c not in ("seed",)]
+        raise BadInput(
+            f'no values of metric "{metric}" in these results{did_you_mean(metric, known)}; '
+            f"numeric columns: {', '.join(known)}"
+        )
 
 
 def experiment_id(text: str) -> str:
@@ -183,14 +225,58 @@ def compare_two(
         experiments.append(
             {
                 "experiment": name,
-                "accuracy": interval.mean,
+                "mean": interval.mean,
                 "low": interval.low,
                 "high": interval.high,
                 "interval": kind,
                 "seeds": [r.seed for r in runs],
             }
         )
-    return {"task": table["task"].iloc[0], "a": exp_a, "b": exp_b, "experiments": experiments, **asdict(res)}
+    return {
+        "task": table["task"].iloc[0],
+        "metric": ACCURACY,
+        "a": exp_a,
+        "b": exp_b,
+        "experiments": experiments,
+        **asdict(res),
+    }
+
+
+def compare_two_metric(table, exp_a: str, exp_b: str, *, metric: str, confidence: float) -> dict:
+    """Welch comparison of one metric across the seeds of two experiments, as a plain dict."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from peftbench.analysis.stats import t_interval, welch_comparison
+
+    groups = {name: _runs_of(table, name) for name in (exp_a, exp_b)}
+    values = {name: pd.to_numeric(g[metric], errors="coerce").tolist() for name, g in groups.items()}
+    res = welch_comparison(values[exp_a], values[exp_b], confidence=confidence)
+    experiments = []
+    for name, group in groups.items():
+        interval = t_interval(values[name], confidence=confidence)
+        experiments.append(
+            {
+                "experiment": name,
+                "mean": interval.mean,
+                "low": interval.low,
+                "high": interval.high,
+                "interval": "t, seeds",
+                "seeds": [int(s) for s in group["seed"]],
+            }
+        )
+    return {
+        "task": table["task"].iloc[0],
+        "metric": metric,
+        "a": exp_a,
+        "b": exp_b,
+        "experiments": experiments,
+        "n_items": None,
+        "only_a": None,
+        "only_b": None,
+        **asdict(res),
+    }
 
 
 def compare_all(
@@ -221,14 +307,69 @@ def compare_all(
     result = compare_to_baseline(
         runs, baseline, confidence=confidence, alpha=alpha, n_boot=n_boot, rng_seed=rng_seed, method=method
     )
+    result = result.rename(columns={"acc": "mean", "acc_baseline": "mean_baseline"})
     return {
         "task": table["task"].iloc[0],
+        "metric": ACCURACY,
         "baseline": baseline,
         "baseline_seeds": len(base_runs),
         "confidence": confidence,
         "alpha": alpha,
         "comparisons": [_clean(r) for r in result.to_dict(orient="records")],
         "without_per_item_data": missing,
+    }
+
+
+def compare_all_metric(table, baseline: str, *, metric: str, alpha: float, confidence: float) -> dict:
+    """Every experiment against `baseline` on one metric (Welch across seeds), Holm-corrected."""
+    import pandas as pd
+
+    from peftbench.analysis.aggregate import task_metrics
+    from peftbench.analysis.stats import holm, welch_comparison
+    from peftbench.errors import BadInput
+
+    task = table["task"].iloc[0]
+    base_group = _runs_of(table, baseline)
+    base_values = pd.to_numeric(base_group[metric], errors="coerce").tolist()
+    rows = []
+    for name, group in table.groupby("experiment_name", sort=True):
+        if name == baseline:
+            continue
+        values = pd.to_numeric(group[metric], errors="coerce").tolist()
+        row: dict[str, Any] = {"experiment": name, "n_seeds": len(group), "n_seeds_baseline": len(base_group)}
+        try:
+            res = welch_comparison(values, base_values, confidence=confidence)
+        except BadInput as exc:
+            row["note"] = str(exc)
+        else:
+            row.update(
+                mean=res.mean_a,
+                mean_baseline=res.mean_b,
+                diff=res.diff,
+                low=res.low,
+                high=res.high,
+                p_value=res.p_value,
+                method=res.method,
+                note="",
+            )
+        rows.append(row)
+    columns = ["experiment", "mean", "mean_baseline", "diff", "low", "high", "p_value", "p_holm"]
+    columns += ["significant", "n_items", "n_seeds", "n_seeds_baseline", "method", "note"]
+    result = pd.DataFrame(rows, columns=columns)
+    result["p_holm"] = holm(result["p_value"])
+    result["significant"] = (result["p_holm"] < alpha).astype("boolean").mask(result["p_holm"].isna())
+    # best first: the task plug-in says which way is better (common metrics when it has no plug-in)
+    higher = next((m.higher_is_better for m in task_metrics(task)[0] if m.name == metric), True)
+    result = result.sort_values("diff", ascending=not higher, na_position="last", kind="stable")
+    return {
+        "task": task,
+        "metric": metric,
+        "baseline": baseline,
+        "baseline_seeds": len(base_group),
+        "confidence": confidence,
+        "alpha": alpha,
+        "comparisons": [_clean(r) for r in result.to_dict(orient="records")],
+        "without_per_item_data": [],
     }
 
 
@@ -249,22 +390,10 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
 # ---- rendering -------------------------------------------------------------------------------
 
 
-def _num(x: float | None, digits: int = 3, *, sign: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
 def _p(p: float | None) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "-"
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _ci(low, high, *, sign: bool = False) -> str:
-    if low is None or high is None:
-        return "-"
-    return f"[{_num(low, sign=sign)}, {_num(high, sign=sign)}]"
 
 
 def _grid(header: list[str], rows: list[list[str]], *, markdown: bool) -> str:
@@ -274,32 +403,45 @@ def _grid(header: list[str], rows: list[list[str]], *, markdown: bool) -> str:
     return tabulate(rows, headers=header, tablefmt="github" if markdown else "simple", disable_numparse=True)
 
 
+def _formatter(metric: str):
+    """Accuracy with 3 decimals; other metrics (bytes, seconds, losses) with 4 significant digits."""
+
+    def fmt(x: float | None, *, sign: bool = False) -> str:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "-"
+        spec = ".3f" if metric == ACCURACY else ".4g"
+        return format(x, ("+" if sign else "") + spec)
+
+    return fmt
+
+
 def render_pair(result: dict, *, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(result, indent=2, default=float)
     md = fmt == "markdown"
+    metric, num = result["metric"], _formatter(result["metric"])
     level = f"{round(result['confidence'] * 100)}%"
+
+    def ci(low, high, *, sign=False):
+        return "-" if low is None or high is None else f"[{num(low, sign=sign)}, {num(high, sign=sign)}]"
+
     rows = [
-        [
-            e["experiment"],
-            _num(e["accuracy"]),
-            _ci(e["low"], e["high"]),
-            e["interval"],
-            str(len(e["seeds"])),
-        ]
+        [e["experiment"], num(e["mean"]), ci(e["low"], e["high"]), e["interval"], str(len(e["seeds"]))]
         for e in result["experiments"]
     ]
-    table = _grid(["experiment", "test accuracy", f"{level} CI", "interval", "seeds"], rows, markdown=md)
+    label = metric.replace("_", " ")
+    table = _grid(["experiment", label, f"{level} CI", "interval", "seeds"], rows, markdown=md)
     discordant = ""
     if result["only_a"] is not None:
         discordant = f"; items only A got right: {result['only_a']}, only B: {result['only_b']}"
+    what = f"{result['n_items']} paired test items" if metric == ACCURACY else f"metric {metric}"
     lines = [
-        f"task {result['task']}: A = {result['a']}, B = {result['b']}, {result['n_items']} paired test items",
+        f"task {result['task']}: A = {result['a']}, B = {result['b']}, {what}",
         "",
         table,
         "",
-        f"difference A - B: {_num(result['diff'], sign=True)}, {level} CI "
-        f"{_ci(result['low'], result['high'], sign=True)}, p = {_p(result['p_value'])}",
+        f"difference A - B: {num(result['diff'], sign=True)}, {level} CI "
+        f"{ci(result['low'], result['high'], sign=True)}, p = {_p(result['p_value'])}",
         f"method: {result['method']}{discordant}",
     ]
     return "\n".join(lines)
@@ -309,43 +451,27 @@ def render_baseline(result: dict, *, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(result, indent=2, default=float)
     md = fmt == "markdown"
+    metric, num = result["metric"], _formatter(result["metric"])
     level = f"{round(result['confidence'] * 100)}%"
     rows, notes = [], []
     for c in result["comparisons"]:
         if c["p_value"] is None:
             notes.append(f"{c['experiment']}: {c['note']}")
             continue
-        significant = "yes" if c["significant"] else "no"
-        rows.append(
-            [
-                c["experiment"],
-                _num(c["acc"]),
-                _num(c["diff"], sign=True),
-                _ci(c["low"], c["high"], sign=True),
-                _p(c["p_value"]),
-                _p(c["p_holm"]),
-                significant,
-                str(c["n_items"]),
-                str(c["n_seeds"]),
-            ]
-        )
+        ci = f"[{num(c['low'], sign=True)}, {num(c['high'], sign=True)}]"
+        row = [c["experiment"], num(c["mean"]), num(c["diff"], sign=True), ci, _p(c["p_value"])]
+        row += [_p(c["p_holm"]), "yes" if c["significant"] else "no"]
+        row += [str(c["n_items"])] if metric == ACCURACY else []
+        rows.append([*row, str(c["n_seeds"])])
     notes += [f"{m['experiment']}: {m['note']}" for m in result["without_per_item_data"]]
-    header = [
-        "experiment",
-        "accuracy",
-        "diff",
-        f"{level} CI",
-        "p",
-        "p (Holm)",
-        "significant",
-        "items",
-        "seeds",
-    ]
+    header = ["experiment", metric.replace("_", " "), "diff", f"{level} CI", "p", "p (Holm)", "significant"]
+    header += ["items"] if metric == ACCURACY else []
+    header += ["seeds"]
     lines = [
-        f"task {result['task']}: test accuracy against baseline {result['baseline']} "
+        f"task {result['task']}: {metric.replace('_', ' ')} against baseline {result['baseline']} "
         f"({result['baseline_seeds']} seed(s)); significant: Holm-corrected p < {result['alpha']}",
         "",
-        _grid(header, rows, markdown=md) if rows else "(no experiment could be paired with the baseline)",
+        _grid(header, rows, markdown=md) if rows else "(no experiment could be compared with the baseline)",
     ]
     methods = sorted({c["method"] for c in result["comparisons"] if c.get("method")})
     if methods:
