@@ -23,6 +23,7 @@ from peftbench.analysis.stats import (
     newcombe_paired_interval,
     paired_comparison,
     t_interval,
+    welch_comparison,
     wilson_interval,
 )
 from peftbench.errors import BadInput
@@ -372,3 +373,16 @@ def test_paired_comparison_properties(runs):
     assert (flipped.diff, flipped.low, flipped.high, flipped.p_value) == pytest.approx(
         (ab.diff, ab.low, ab.high, ab.p_value), abs=1e-9
     )
+
+
+def test_welch_comparison_matches_scipy_and_handles_constant_or_too_few_values():
+    a, b = [2.0, 2.5, 2.2, None], [3.1, 2.9, 3.4, 3.0]
+    res = welch_comparison(a, b, confidence=0.9)
+    ref = sps.ttest_ind([2.0, 2.5, 2.2], [3.1, 2.9, 3.4, 3.0], equal_var=False)
+    ci = ref.confidence_interval(0.9)
+    assert (res.p_value, res.low, res.high) == pytest.approx((ref.pvalue, ci.low, ci.high))
+    assert (res.n_seeds_a, res.n_seeds_b) == (3, 4)  # the missing value is dropped
+    same = welch_comparison([1.0, 1.0], [1.0, 1.0])
+    assert (same.diff, same.p_value, same.low, same.high) == (0.0, 1.0, 0.0, 0.0)
+    with pytest.raises(BadInput, match="at least 2 values on each side, got 1 and 2"):
+        welch_comparison([1.0], [1.0, 2.0])
