@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 HELP = "compare two experiments with confidence intervals and paired tests"
+# the metric with per-item data (peftbench.analysis.stats.ACCURACY_COLUMN; not imported: scipy is slow)
+ACCURACY = "test_accuracy"
 
 USAGE = """peftbench compare RESULTS [RESULTS ...] EXP_A EXP_B
        peftbench compare RESULTS [RESULTS ...] --baseline EXP"""
@@ -130,9 +132,6 @@ def main(args: argparse.Namespace) -> int:
         result = compare(table, baseline, alpha=args.alpha, **options, **_metric_arg(args.metric))
         print(render_baseline(result, fmt=args.format))
     return 0
-
-
-ACCURACY = "test_accuracy"
 
 
 def _metric_arg(metric: str) -> dict[str, str]:
