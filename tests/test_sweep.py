@@ -445,7 +445,8 @@ def test_local_sweep_in_parallel_with_a_failure_then_reruns_only_what_is_pending
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_a_cancelled_result_and_the_summary(tmp_path, model_dir, run_env, monkeypatch):
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_ctrl_c_leaves_a_cancelled_result_and_the_summary(tmp_path, model_dir, run_env, monkeypatch, backend):
     task_dir = make_task(tmp_path, model_dir)
     long = task_dir / "experiments" / "lora" / "toy-rank2" / "training_params.json"
     long.write_text('{"max_steps": 1000000, "eval_steps": 1000000}')
@@ -453,7 +454,19 @@ def test_ctrl_c_leaves_a_cancelled_result_and_the_summary(tmp_path, model_dir, r
     monkeypatch.setenv("PEFTBENCH_TASKS", "toytask=test_sweep:MarkerToyTask")
     monkeypatch.setenv("PEFTBENCH_TEST_MARKER", str(marker))
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "peftbench", "sweep", str(task_dir), "--filter", "lora/*", "--jobs", "1"],
+        [
+            sys.executable,
+            "-m",
+            "peftbench",
+            "sweep",
+            str(task_dir),
+            "--filter",
+            "lora/*",
+            "--jobs",
+            "1",
+            "--backend",
+            backend,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -100,7 +100,12 @@ def main() -> None:
         listing = subprocess.run([*sweep, "--list"], env=env, capture_output=True, text=True, check=True)
         n_runs = len(listing.stdout.strip().splitlines()) - 2
 
-        configs = {"--jobs 1": ["--jobs", "1"], "--jobs 2": ["--jobs", "2"]}
+        # "--jobs 1, 1 thread" separates the gain of parallel runs from that of fewer threads per run
+        configs = {
+            "--jobs 1": ["--jobs", "1"],
+            "--jobs 1, 1 thread": ["--jobs", "1", "--cpus-per-run", "1"],
+            "--jobs 2": ["--jobs", "2"],
+        }
         if not args.no_ray:
             configs["ray (local instance)"] = ["--backend", "ray", "--cpus-per-run", "1"]
         load_before = os.getloadavg()[0]

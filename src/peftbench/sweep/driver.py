@@ -147,10 +147,3 @@ def log_tail(path: Path | None, lines: int = 15) -> str:
     text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
     kept = [line for line in text.splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
-
-
-def count(reports: list[RunReport]) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for r in reports:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return counts

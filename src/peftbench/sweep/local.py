@@ -94,9 +94,17 @@ class LocalBackend:
                         return RunReport(run, "not started")
                     # own session: a terminal's Ctrl-C reaches the sweep only, which then cancels each
                     # run once (a second SIGINT could interrupt a run while it writes its result)
-                    proc = subprocess.Popen(
-                        cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True
-                    )
+                    try:
+                        proc = subprocess.Popen(
+                            cmd,
+                            stdout=subprocess.PIPE,
+                            stderr=log,
+                            env=env,
+                            text=True,
+                            start_new_session=True,
+                        )
+                    except OSError as exc:  # e.g. out of process slots: this run fails, the sweep goes on
+                        return RunReport(run, "crashed", log=log_path, message=f"cannot start: {exc}")
                     self._procs.add(proc)
                 tic = time.perf_counter()
                 out, _ = proc.communicate()

@@ -155,7 +155,11 @@ class RayBackend:
                 report.message = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 log.write("".join(traceback.format_exception(exc)))
             else:
-                self._store(report, out, log=log)
+                try:
+                    self._store(report, out, log=log)
+                except (OSError, ValueError) as exc:  # the record could not be written here
+                    report.message = f"{type(exc).__name__}: {exc}"
+                    log.write(report.message + "\n")
             finally:
                 with self._lock:
                     self._refs.discard(ref)
