@@ -12,6 +12,7 @@ from peftbench.errors import BadInput
 
 HELP = "rebuild the embedded benchmark's tiny base model and tokenizer"
 DEFAULT_OUTPUT = Path("benchmarks") / "tinymath" / "base_model"
+MIN_STEPS = 40
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +42,8 @@ def main(args: argparse.Namespace) -> int:
     output: Path = args.output
     if output.exists() and not args.force:
         raise BadInput(f"{output}: already exists; pass --force to replace it")
-    if args.steps is not None and args.steps <= 0:
-        raise BadInput(f"--steps must be a positive integer, got {args.steps}")
+    if args.steps is not None and args.steps < MIN_STEPS:
+        raise BadInput(f"--steps must be at least {MIN_STEPS} (the warm-up needs 2), got {args.steps}")
     if args.threads <= 0:
         raise BadInput(f"--threads must be a positive integer, got {args.threads}")
 
