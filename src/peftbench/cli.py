@@ -50,9 +50,8 @@ def _load(name: str):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="peftbench", description="Replicable, fair comparisons of parameter-efficient fine-tuning methods."
-    )
+    description = "Replicable, fair comparisons of parameter-efficient fine-tuning methods."
+    parser = argparse.ArgumentParser(prog="peftbench", description=description)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in SUMMARIES.items():
