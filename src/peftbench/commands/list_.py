@@ -33,7 +33,7 @@ def listing(runs: list, states: dict) -> str:
     rows = [
         {
             "experiment": run.experiment.experiment_name,
-            "seed": run.seed,
+            "seed": str(run.seed),
             "state": "pending" if states[run].pending else "up to date",
             "why": states[run].reason,
         }

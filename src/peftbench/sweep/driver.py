@@ -116,7 +116,7 @@ def summary_table(reports: list[RunReport]) -> str:
     rows = [
         {
             "experiment": r.run.experiment.experiment_name,
-            "seed": r.run.seed,
+            "seed": str(r.run.seed),
             "status": r.status,
             "test accuracy": "" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
             "wall time (s)": "" if r.wall_time is None else f"{r.wall_time:.1f}",
@@ -138,7 +138,8 @@ def text_table(rows: list[dict[str, Any]]) -> str:
         for c in df.columns
         if not pd.api.types.is_numeric_dtype(df[c])
     }
-    return df.to_string(index=False, justify="left", formatters=formatters)
+    text = df.to_string(index=False, justify="left", formatters=formatters)
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def log_tail(path: Path | None, lines: int = 15) -> str:
