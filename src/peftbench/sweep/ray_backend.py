@@ -92,7 +92,9 @@ class RayBackend:
                 options["include_dashboard"] = False
             ray.init(address=address, **options)
         self._check_resources(cluster=address is not None)
-        self._remote = ray.remote(run_remote)
+        # max_calls=1: a fresh worker process per run, as with the local backend, so that the memory
+        # a run measures (process RSS on a CPU) and torch's global settings do not carry over
+        self._remote = ray.remote(max_calls=1)(run_remote)
         self._lock = threading.Lock()
         self._refs: set[Any] = set()
         self._stopping = False
