@@ -159,7 +159,8 @@ def execute(
             "pytorch_info": provenance.pytorch_info(),
         },
     }
-    stamp = created_at.strftime("%Y-%m-%dT%H-%M-%S")
+    # microseconds: two runs of one experiment in the same second must not overwrite each other
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%f")
     if outcome.status != "success":
         path = experiment.result_path(kind="cancelled_results", seed=config.seed, timestamp=stamp)
     elif is_main_run:
