@@ -225,3 +225,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert message in err
     assert err.count("\n") == 1
     assert not (task / "experiments").exists()
+
+
+def test_scale_reads_a_llama_config_with_an_explicit_head_dim():
+    config = LlamaConfig(
+        hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, bos_token_id=None, eos_token_id=[5, 6],
+    )  # fmt: skip
+    scale = cat.Scale.from_model_config(config, prefix="tiny")
+    assert scale.kv_dim == 64  # 2 heads of 32, not 2 of 256 // 4
+    assert (scale.rank, scale.virtual_tokens, scale.num_layers) == (8, 20, 4)
+    assert (scale.bos_token_id, scale.eos_token_id) == (0, 5)
+    assert cat.Scale.from_model_config(config.to_dict(), prefix="tiny") == scale

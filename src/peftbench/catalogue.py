@@ -55,10 +55,12 @@ class Scale:
     eos_token_id: int
     rank: int = 32  # the LoRA family's rank; 32 on Llama-3.2-3B
     virtual_tokens: int = 200  # prompt and prefix tuning
+    head_dim: int | None = None  # when the config sets it; else hidden_size // num_attention_heads
 
     @property
     def kv_dim(self) -> int:
-        return self.num_key_value_heads * (self.hidden_size // self.num_attention_heads)
+        """Output width of k_proj and v_proj."""
+        return self.num_key_value_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
 
     @classmethod
     def from_model_config(cls, config: Any, *, prefix: str) -> Scale:
@@ -80,6 +82,7 @@ class Scale:
             # rank 32 at hidden 3072 as in the reference; a quarter of that per 4x smaller, at least 4
             rank=max(4, min(32, hidden // 32)),
             virtual_tokens=200 if hidden >= 1024 else 20,
+            head_dim=int(get("head_dim")) if get("head_dim") else None,
         )
 
 
