@@ -246,7 +246,7 @@ def _additive_methods(s: Scale, *, max_steps: int) -> list[Entry]:
            target_modules=QV),
         _e("tinylora", "default", "TINYLORA", _lr(1e-3)),
         _e("trainable_tokens", "sos+eos", "TRAINABLE_TOKENS", _lr(0.2),
-           token_indices=[s.bos_token_id, s.eos_token_id]),
+           token_indices=sorted({s.bos_token_id, s.eos_token_id})),  # one token when bos is eos
         _e("unilora", "default", "UNILORA", r=r, target_modules=QV),
         _e("vblora", "default", "VBLORA", vector_length=_divisor_at_most(width_gcd, 256), target_modules=QV),
         _e("vera", "default", "VERA", _lr(1e-3), r=wide_r),
