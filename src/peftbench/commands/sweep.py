@@ -29,22 +29,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         type=int,
+        metavar="N",
         default=None,
         help="runs at once (local: default 1; each gets cores // jobs threads. ray: default no limit)",
     )
     parser.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute")
     parser.add_argument(
-        "--address", default=None, help="ray: join this cluster (default: start a local Ray instance)"
+        "--address",
+        metavar="ADDR",
+        default=None,
+        help="ray: join this cluster (default: start a local Ray instance)",
     )
     parser.add_argument(
         "--cpus-per-run",
         type=int,
+        metavar="C",
         default=None,
         help="CPU cores per run (torch threads). local default: cores // jobs; ray default: 1",
     )
     parser.add_argument(
         "--gpus-per-run",
         type=float,
+        metavar="G",
         default=0,
         help="GPUs per run (ray: may be fractional; local: whole GPUs, given out via CUDA_VISIBLE_DEVICES)",
     )
