@@ -120,11 +120,19 @@ def summary_table(reports: list[RunReport]) -> str:
             "status": r.status,
             "test accuracy": "" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
             "wall time (s)": "" if r.wall_time is None else f"{r.wall_time:.1f}",
-            "note": r.message.splitlines()[0][:100] if r.message else "",
+            "note": _note(r),
         }
         for r in reports
     ]
     return text_table(rows)
+
+
+def _note(report: RunReport) -> str:
+    """The first line of the message, paths relative to the task folder, cut to fit a terminal."""
+    if not report.message:
+        return ""
+    line = report.message.splitlines()[0].replace(f"{report.run.experiment.task_dir}/", "")
+    return line if len(line) <= 100 else line[:99] + "…"
 
 
 def text_table(rows: list[dict[str, Any]]) -> str:
