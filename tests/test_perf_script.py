@@ -87,7 +87,10 @@ def test_quick_run_writes_complete_record(run_perf, experiment, tmp_path, capsys
     assert fixed["model load"]["median"] > 0 and fixed["forgetting (one pass)"]["median"] > 0
     # sorting the forgetting texts by length (a proposed speed-up) must not change the metric
     assert fixed["forgetting loss difference when sorted"] < 1e-5
-    assert fixed["total_cold"] >= fixed["tokenization"]["cold"]["median"]
+    tokenization = fixed["tokenization"]
+    assert tokenization["train examples"] == 40
+    assert tokenization["cache miss"] > 0 and tokenization["cache hit"]["median"] > 0
+    assert fixed["total_cold"] >= tokenization["cold"]["median"]
     assert "skipped" in fixed["quick_run"] and "fraction" not in fixed
 
     growth = record["growth"]

@@ -40,6 +40,9 @@ DEFAULT_TASK = REPO / "benchmarks" / "tinymath"
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEMA = "peftbench-perf/1"
 TARGET_RATIO = 0.95
+# both training sides draw their batches from the first examples of the training set: the same
+# batches for both, and each timed train() call re-tokenizes only these (20 length buckets of 16 x 10)
+TRAIN_POOL = 3200
 TARGET_FIXED_FRACTION = 0.10
 # what a run imports before it trains (peftbench.run alone imports little: the rest is lazy)
 RUN_IMPORTS = "import peftbench.run, peftbench.train, peft; from transformers import AutoModelForCausalLM"
@@ -50,6 +53,7 @@ class Sizes:
     train_steps: int  # optimizer steps per timed training repetition
     reps: int  # interleaved repetitions of each A/B comparison
     eval_prompts: int  # prompts per timed evaluation
+    eval_reps: int  # interleaved repetitions of the three evaluation variants
     # generation batch of the evaluation comparison: smaller than the task's, so that the prompts
     # make several batches and sorting them by length can matter (one batch pads the same either way)
     eval_batch_size: int
@@ -64,7 +68,8 @@ class Sizes:
 FULL = Sizes(
     train_steps=6,
     reps=3,
-    eval_prompts=64,
+    eval_prompts=48,
+    eval_reps=2,
     eval_batch_size=16,
     step_sizes=(3, 6, 12),
     valid_sizes=(8, 16, 32),
@@ -77,6 +82,7 @@ QUICK = Sizes(
     train_steps=2,
     reps=1,
     eval_prompts=4,
+    eval_reps=1,
     eval_batch_size=2,
     step_sizes=(1, 2, 3),
     valid_sizes=(1, 2, 3),
@@ -175,6 +181,7 @@ class Bench:
         """The task's data with evaluation sets cut down, so that a timed train() is mostly steps."""
         return dataclasses.replace(
             self.data,
+            train=self.data.train[:TRAIN_POOL],
             valid=self.examples(valid),
             test=self.data.test[:1],
             forgetting_texts=self.data.forgetting_texts[:1],
@@ -215,7 +222,7 @@ def set_up(experiment_path: Path, fixed: dict[str, Any], sizes: Sizes) -> Bench:
     fixed["data generation"] = summary(data_times)
 
     train_seqs = tokenize_train(
-        tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
+        tokenizer, data.train[:TRAIN_POOL], template=config.query_template, max_len=config.max_seq_length
     )
     snapshot = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     return Bench(
@@ -236,13 +243,19 @@ def set_up(experiment_path: Path, fixed: dict[str, Any], sizes: Sizes) -> Bench:
 # ---------------------------------------------------------------- training: harness vs bare loop
 
 
-def harness_train(b: Bench, *, steps: int, valid: int = 1, eval_steps: int | None = None) -> dict[str, Any]:
+def harness_train(b: Bench, *, steps: int, valid: int = 1, short_generation: bool = False) -> dict[str, Any]:
     """peftbench.train.train; the loop's own wall time is its elapsed time at the (single) validation,
-    minus that validation: everything from the first step to the last, bookkeeping included."""
+    minus that validation: everything from the first step to the last, bookkeeping included.
+    short_generation: one new token per prompt in the evaluations around the loop, which are not
+    measured then (saves the script's time, changes nothing in the loop)."""
     from peftbench.train import train
 
     b.restore()
-    config = dataclasses.replace(b.config, max_steps=steps, eval_steps=eval_steps or steps)
+    config = dataclasses.replace(b.config, max_steps=steps, eval_steps=steps)
+    if short_generation:
+        config = dataclasses.replace(
+            config, generation_kwargs={**config.generation_kwargs, "max_new_tokens": 1}
+        )
     with timed(b.sync) as whole:
         out = train(
             model=b.model,
@@ -277,6 +290,7 @@ def bare_train(b: Bench, *, steps: int) -> dict[str, float]:
         batch_size=config.batch_size,
         accumulation=config.gradient_accumulation_steps,
         seed=config.seed,
+        shuffle=b.task.shuffle_train,
     )
     prepared = []
     for _ in range(steps):
@@ -303,14 +317,16 @@ def bare_train(b: Bench, *, steps: int) -> dict[str, float]:
 
 def measure_training(b: Bench, sizes: Sizes) -> dict[str, Any]:
     steps = sizes.train_steps
-    harness_train(b, steps=min(2, steps))  # warm-up: allocator, lazy imports, first-call paths
+    harness_train(
+        b, steps=min(2, steps), short_generation=True
+    )  # warm-up: allocator, lazy imports, first-call paths
     bare_train(b, steps=min(2, steps))
     harness, bare = [], []
     for rep in range(sizes.reps):
         # A B, then B A: a drift in the machine's load hits both sides alike
         for side in ("harness", "bare") if rep % 2 == 0 else ("bare", "harness"):
             if side == "harness":
-                harness.append(harness_train(b, steps=steps))
+                harness.append(harness_train(b, steps=steps, short_generation=True))
             else:
                 bare.append(bare_train(b, steps=steps))
     h_wall = [h["loop_wall"] for h in harness]
@@ -377,10 +393,16 @@ def harness_evaluate(b: Bench, examples: list[Any], prompts: list[list[int]]) ->
     from peftbench.train import evaluate_accuracy
 
     with timed(b.sync) as t:
-        _, tokens = evaluate_accuracy(
-            b.model, b.tokenizer, task=b.task, examples=examples, prompts=prompts, config=b.config
+        _, gen = evaluate_accuracy(
+            b.model,
+            b.tokenizer,
+            task=b.task,
+            examples=examples,
+            prompts=prompts,
+            config=b.config,
+            device=b.device,
         )
-    return {**t, "tokens": tokens}
+    return {**t, "tokens": gen.num_generated_tokens}
 
 
 def measure_evaluation(b: Bench, sizes: Sizes) -> dict[str, Any]:
@@ -394,7 +416,7 @@ def measure_evaluation(b: Bench, sizes: Sizes) -> dict[str, Any]:
     harness_evaluate(b, examples[:2], prompts[:2])  # warm-up
     runs: dict[str, list[dict[str, Any]]] = {"harness": [], "bare_sorted": [], "bare_unsorted": []}
     sides = list(runs)
-    for rep in range(sizes.reps):
+    for rep in range(sizes.eval_reps):
         for side in sides if rep % 2 == 0 else sides[::-1]:
             if side == "harness":
                 runs[side].append(harness_evaluate(b, examples, prompts))
@@ -438,50 +460,54 @@ def measure_imports(sizes: Sizes, *, quick: bool) -> dict[str, Any]:
 
 
 def measure_tokenization(b: Bench, sizes: Sizes) -> dict[str, Any]:
-    """Cold tokenization of every split, and, with the on-disk cache, a miss (tokenize + store) and a hit."""
+    """The tokenizer's own work on every split (no cache), and the harness's tokenize_train with an empty
+    on-disk cache (a miss: tokenize and store) and with it filled (a hit)."""
     from peftbench.train import tokenize_prompts, tokenize_train
 
-    def tokenize_all() -> None:
-        cfg = b.config
-        tokenize_train(b.tokenizer, b.data.train, template=cfg.query_template, max_len=cfg.max_seq_length)
-        tokenize_prompts(b.tokenizer, b.data.valid, template=cfg.query_template)
-        tokenize_prompts(b.tokenizer, b.data.test, template=cfg.query_template)
-
+    cfg = b.config
+    train_texts = [cfg.query_template.format(query=e.query) + e.response for e in b.data.train]
+    eval_examples = [*b.data.valid, *b.data.test]
     cold = []
     for _ in range(sizes.fixed_reps):
         with timed() as t:
-            tokenize_all()
+            b.tokenizer(train_texts)
+            tokenize_prompts(b.tokenizer, eval_examples, template=cfg.query_template)
         cold.append(t["wall"])
     out: dict[str, Any] = {"cold": summary(cold), "train examples": len(b.data.train)}
-    try:
-        from peftbench import tokencache
-    except ImportError:
-        out["cache"] = "peftbench.tokencache not available"
-        return out
-    texts = [b.config.query_template.format(query=e.query) + e.response for e in b.data.train]
+    with timed() as t:
+        tokenize_prompts(b.tokenizer, eval_examples, template=cfg.query_template)
+    prompts = t["wall"]  # prompts are not cached by the harness: every run pays for them
 
-    def tokenize(batch: list[str]) -> list[list[int]]:
-        return b.tokenizer(batch, add_special_tokens=True)["input_ids"]
+    def harness_tokenize() -> None:
+        tokenize_train(b.tokenizer, b.data.train, template=cfg.query_template, max_len=cfg.max_seq_length)
 
+    with private_cache():
+        with timed() as miss:
+            harness_tokenize()
+        hits = []
+        for _ in range(sizes.fixed_reps):
+            with timed() as hit:
+                harness_tokenize()
+            hits.append(hit["wall"] + prompts)
+    out["cache miss"] = miss["wall"] + prompts
+    out["cache hit"] = summary(hits)
+    return out
+
+
+@contextmanager
+def private_cache() -> Iterator[str]:
+    """PEFTBENCH_CACHE pointed at an empty temporary folder (inherited by subprocesses): cold
+    measurements, and the user's cache is neither read nor filled."""
+    previous = os.environ.get("PEFTBENCH_CACHE")
     with tempfile.TemporaryDirectory(prefix="perf-cache-") as folder:
-        previous = os.environ.get("PEFTBENCH_CACHE")
         os.environ["PEFTBENCH_CACHE"] = folder
         try:
-            with timed() as miss:
-                tokencache.cached_tokenize(texts, tokenizer=b.tokenizer, tokenize=tokenize)
-            hits = []
-            for _ in range(sizes.fixed_reps):
-                with timed() as hit:
-                    tokencache.cached_tokenize(texts, tokenizer=b.tokenizer, tokenize=tokenize)
-                hits.append(hit["wall"])
+            yield folder
         finally:
             if previous is None:
                 os.environ.pop("PEFTBENCH_CACHE")
             else:
                 os.environ["PEFTBENCH_CACHE"] = previous
-    out["train cache miss"] = miss["wall"]
-    out["train cache hit"] = summary(hits)
-    return out
 
 
 def measure_in_process_fixed(b: Bench, sizes: Sizes) -> dict[str, Any]:
@@ -500,7 +526,11 @@ def measure_in_process_fixed(b: Bench, sizes: Sizes) -> dict[str, Any]:
         for label in timings if rep % 2 == 0 else list(timings)[::-1]:
             with timed(b.sync) as t:
                 losses[label] = forgetting_loss(
-                    b.model, b.tokenizer, texts if label == "as given" else by_length, b.config
+                    b.model,
+                    b.tokenizer,
+                    texts if label == "as given" else by_length,
+                    config=b.config,
+                    device=b.device,
                 )
             timings[label].append(t["wall"])
     # a run measures forgetting twice: before training (adapter off) and after
@@ -549,11 +579,11 @@ def scratch_task(b: Bench, *, quick_params: dict[str, Any] | None = None) -> Ite
 def measure_quick_run(b: Bench, threads: int) -> dict[str, Any]:
     """One `peftbench run --quick` as a subprocess (the denominator of the fixed-cost fraction), with
     an empty tokenization cache; one run of the real quick variant is minutes on two cores."""
-    with scratch_task(b) as task, tempfile.TemporaryDirectory(prefix="perf-cache-") as cache:
+    with scratch_task(b) as task, private_cache():
         exp = task / "experiments" / b.experiment.method / b.experiment.name
         cmd = [sys.executable, "-m", "peftbench", "run", str(exp), "--quick", "--clean"]
         cmd += ["--threads", str(threads)]
-        done = timed_subprocess(cmd, env={**os.environ, "PEFTBENCH_CACHE": cache})
+        done = timed_subprocess(cmd)
     return {
         "command": "peftbench " + " ".join(cmd[3:]),
         "wall": done["wall"],
@@ -731,9 +761,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     quick_run = args.quick_run == "yes" or (args.quick_run == "auto" and not args.quick)
     experiment = args.experiment or find_experiment(DEFAULT_TASK)
+
+    with private_cache():
+        return measure_all(args, sizes=sizes, threads=threads, quick_run=quick_run, experiment=experiment)
+
+
+def measure_all(
+    args: argparse.Namespace, *, sizes: Sizes, threads: int, quick_run: bool, experiment: Path
+) -> int:
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     tic = time.perf_counter()
-
     fixed: dict[str, Any] = {}
     b = set_up(experiment, fixed, sizes)
     record: dict[str, Any] = {
@@ -804,7 +841,7 @@ def add_fixed_totals(fixed: dict[str, Any]) -> None:
         )
     )
     tok = fixed["tokenization"]
-    cached = tok["train cache hit"]["median"] if "train cache hit" in tok else tok["cold"]["median"]
+    cached = tok["cache hit"]["median"]
     fixed["total_cold"] = common + tok["cold"]["median"]
     fixed["total_cached"] = common + cached
     quick = fixed.get("quick_run", {})
