@@ -39,6 +39,7 @@ def generate(
     prompts: list[list[int]],
     batch_size: int,
     generation_kwargs: dict[str, Any],
+    device: str,
     progress: bool = False,
 ) -> Generations:
     """Greedy completions of tokenized prompts, batched with left padding.
@@ -49,7 +50,6 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     completions: list[str] = [""] * len(prompts)
     num_tokens = 0
-    device = next(model.parameters()).device
     batches = range(0, len(order), batch_size)
     for start in tqdm(batches, desc="generate", leave=False, disable=not progress):
         idx = order[start : start + batch_size]
@@ -77,10 +77,9 @@ def score(task: Task, completions: list[str], examples: list[Example]) -> list[b
 
 @torch.inference_mode()
 def mean_per_token_loss(
-    model: Any, tokenizer: Any, *, texts: list[str], batch_size: int, max_length: int
+    model: Any, tokenizer: Any, *, texts: list[str], batch_size: int, max_length: int, device: str
 ) -> float:
     """Mean cross-entropy per token over all texts (each token counts once, whatever its text's length)."""
-    device = next(model.parameters()).device
     total, count = torch.zeros((), dtype=torch.float64), 0
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length)

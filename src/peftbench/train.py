@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from peftbench.config import TrainConfig
-from peftbench.evaluation import generate, mean_per_token_loss, score
+from peftbench.evaluation import Generations, generate, mean_per_token_loss, score
 from peftbench.modeling import MemoryMeter, count_parameters
 from peftbench.tasks.base import Example, Task, TaskData
 from peftbench.tokencache import cached_tokenize
@@ -66,19 +66,20 @@ def tokenize_prompts(tokenizer: Any, examples: list[Example], *, template: str) 
 
 
 def step_batches(
-    sequences: list[list[int]], *, batch_size: int, accumulation: int, seed: int
+    sequences: list[list[int]], *, batch_size: int, accumulation: int, seed: int, shuffle: bool = True
 ) -> Iterator[list[list[list[int]]]]:
     """Endless stream of optimizer steps, each a list of `accumulation` micro-batches of token lists.
 
-    Each epoch is shuffled with the run's seed, cut into buckets of BUCKET_FACTOR steps, and each
-    bucket sorted longest first (an out-of-memory error shows early). A step's micro-batches are
-    consecutive slices of one sorted effective batch, so k micro-batches of b equal one batch of k*b.
+    Each epoch is shuffled with the run's seed (unless the task trains in a fixed order), cut into
+    buckets of BUCKET_FACTOR steps, and each bucket sorted longest first (an out-of-memory error shows
+    early). A step's micro-batches are consecutive slices of one sorted effective batch, so k
+    micro-batches of b equal one batch of k*b.
     """
     rng = np.random.default_rng(seed)
     step_size = batch_size * accumulation
     bucket_size = step_size * BUCKET_FACTOR
     while True:
-        order = rng.permutation(len(sequences))
+        order = rng.permutation(len(sequences)) if shuffle else np.arange(len(sequences))
         for b in range(0, len(order), bucket_size):
             bucket = sorted(order[b : b + bucket_size], key=lambda i: len(sequences[i]), reverse=True)
             for s in range(0, len(bucket), step_size):
@@ -140,9 +141,10 @@ def evaluate_accuracy(
     examples: list[Example],
     prompts: list[list[int]],
     config: TrainConfig,
+    device: str,
     progress: bool = False,
-) -> tuple[list[bool], int]:
-    """Per-item correctness and the number of generated tokens; the model is left in train mode."""
+) -> tuple[list[bool], Generations]:
+    """Per-item correctness and the generations; the model is left in train mode."""
     model.eval()
     gen = generate(
         model,
@@ -150,17 +152,25 @@ def evaluate_accuracy(
         prompts=prompts,
         batch_size=config.batch_size_eval,
         generation_kwargs=config.generation_kwargs,
+        device=device,
         progress=progress,
     )
     model.train()
-    return score(task, gen.completions, examples), gen.num_generated_tokens
+    return score(task, gen.completions, examples), gen
 
 
-def forgetting_loss(model: Any, tokenizer: Any, texts: list[str], config: TrainConfig) -> float:
+def forgetting_loss(
+    model: Any, tokenizer: Any, texts: list[str], *, config: TrainConfig, device: str
+) -> float:
     # small batches (the training batch size) so that this does not set the memory peak
     model.eval()
     loss = mean_per_token_loss(
-        model, tokenizer, texts=texts, batch_size=config.batch_size, max_length=config.max_seq_length
+        model,
+        tokenizer,
+        texts=texts,
+        batch_size=config.batch_size,
+        max_length=config.max_seq_length,
+        device=device,
     )
     model.train()
     return loss
@@ -202,11 +212,14 @@ def train(
         batch_size=config.batch_size,
         accumulation=config.gradient_accumulation_steps,
         seed=config.seed,
+        shuffle=task.shuffle_train,
     )
 
     # forgetting baseline: the base model as it is, with the adapter (if any) switched off
     with model.disable_adapter() if is_peft else nullcontext():
-        out.forgetting_loss_before = forgetting_loss(model, tokenizer, data.forgetting_texts, config)
+        out.forgetting_loss_before = forgetting_loss(
+            model, tokenizer, data.forgetting_texts, config=config, device=device
+        )
 
     losses: list[float] = []
     durations: list[float] = []
@@ -255,8 +268,14 @@ def train(
 
             if step % config.eval_steps == 0:
                 tic_eval = time.perf_counter()
-                correct, n_gen = evaluate_accuracy(
-                    model, tokenizer, task=task, examples=data.valid, prompts=valid_prompts, config=config
+                correct, gen = evaluate_accuracy(
+                    model,
+                    tokenizer,
+                    task=task,
+                    examples=data.valid,
+                    prompts=valid_prompts,
+                    config=config,
+                    device=device,
                 )
                 dur_eval = time.perf_counter() - tic_eval
                 eval_time += dur_eval
@@ -274,7 +293,7 @@ def train(
                     "mem reserved avg": float(np.mean(out.memory_reserved[window])),
                     "elapsed time": time.perf_counter() - tic_train,
                     "lr": scheduler.get_last_lr()[0],
-                    "valid generated tokens": n_gen,
+                    "valid generated tokens": gen.num_generated_tokens,
                 }
                 out.metrics.append(entry)
                 if verbose:
@@ -282,19 +301,18 @@ def train(
             if step % EMPTY_CACHE_EVERY == 0:
                 meter.empty_cache()
 
-        correct, _ = evaluate_accuracy(
+        correct, gen = evaluate_accuracy(
             model,
             tokenizer,
             task=task,
             examples=data.test,
             prompts=test_prompts,
             config=config,
+            device=device,
             progress=verbose,
         )
         out.test_correct = correct
-        forgetting = (
-            forgetting_loss(model, tokenizer, data.forgetting_texts, config) - out.forgetting_loss_before
-        )
+        after = forgetting_loss(model, tokenizer, data.forgetting_texts, config=config, device=device)
         out.metrics.append(
             {
                 "step": step,
@@ -302,8 +320,9 @@ def train(
                 "train loss": float(np.mean(losses[-config.eval_steps :])),
                 "train samples": samples,
                 "train total tokens": sum(tokens),
-                "forgetting": forgetting,
+                "forgetting": after - out.forgetting_loss_before,
                 "forgetting loss before": out.forgetting_loss_before,
+                **task.extra_metrics(gen.completions, data.test),
             }
         )
         out.status = "success"

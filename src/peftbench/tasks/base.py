@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,15 +68,19 @@ class TaskData:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over every split, so that results record exactly which data they saw."""
-        return fingerprint_of(
-            {
-                "train": [vars(e) for e in self.train],
-                "valid": [vars(e) for e in self.valid],
-                "test": [vars(e) for e in self.test],
-                "forgetting": self.forgetting_texts,
-            }
-        )
+        """sha256 over every split, so that results record exactly which data they saw.
+
+        Hashed item by item: a hub-sized train split never has to sit in memory as one string.
+        """
+        h = hashlib.sha256()
+        for split, items in (("train", self.train), ("valid", self.valid), ("test", self.test)):
+            h.update(f"[{split}:{len(items)}]".encode())
+            for e in items:
+                h.update(json.dumps([e.query, e.response, e.answer], ensure_ascii=False).encode())
+        h.update(f"[forgetting:{len(self.forgetting_texts)}]".encode())
+        for text in self.forgetting_texts:
+            h.update(json.dumps(text, ensure_ascii=False).encode())
+        return h.hexdigest()
 
     @property
     def test_items_hash(self) -> str:
@@ -99,6 +104,9 @@ class Task:
     # (a sanity check that the right model and data were loaded)
     forgetting_loss_band: tuple[float, float] = (0.0, float("inf"))
     metrics: tuple[Metric, ...] = COMMON_METRICS
+    # shuffle the training data every epoch with the run's seed; a task whose reference trains in a
+    # fixed order (MetaMathQA: hub order, bucketed by length) sets this to False
+    shuffle_train: bool = True
 
     def load_data(self, *, task_dir: Path, seed: int = 0) -> TaskData:
         """Return the train/valid/test splits and the forgetting texts. Deterministic."""
@@ -107,6 +115,10 @@ class Task:
     def is_correct(self, prediction: str, example: Example) -> bool:
         """Whether a generated completion (the text after the prompt) answers `example`."""
         raise NotImplementedError
+
+    def extra_metrics(self, completions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
+        """Further test metrics from the test completions, merged into the final metrics dict."""
+        return {}
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
