@@ -166,7 +166,9 @@ def arithmetic_accuracy(
     for _ in range(n):
         a = rng.randint(10, 89)
         b = rng.randint(10, 99 - a) if op == "+" else rng.randint(1, a)
-        prompts.append(f"{a} {op} {b} =")
+        # after another fact, as in the corpus: a document's very first number (no space before
+        # it) is tokenized differently and rare in pretraining
+        prompts.append(f"7 x 3 = 21. {a} {op} {b} =")
         answers.append(str(a + b if op == "+" else a - b))
     correct = 0
     for prompt, answer in zip(prompts, answers, strict=True):
