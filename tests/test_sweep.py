@@ -387,6 +387,47 @@ def test_local_backend_gives_each_run_its_own_gpus(monkeypatch):
         LocalBackend(jobs=1, gpus_per_run=4)
 
 
+@pytest.mark.parametrize(
+    ("rc", "stdout", "stopping", "status"),
+    [
+        (0, '{"status": "success", "test accuracy": 0.25, "result": "r.json"}\n', False, "success"),
+        (1, '{"status": "canceled", "error": "loss is nan", "result": "c.json"}\n', False, "failed"),
+        (1, '{"status": "canceled", "error": "manually canceled", "result": "c.json"}\n', True, "canceled"),
+        (2, "", False, "bad input"),
+        (-9, "", False, "crashed"),  # killed for memory: no result, the sweep goes on
+        (-2, "", True, "canceled"),
+        (130, "", True, "canceled"),  # Ctrl-C before training started: nothing to save
+    ],
+)
+def test_local_backend_maps_each_way_a_run_ends_to_a_status(tmp_path, task_dir, rc, stdout, stopping, status):
+    log = tmp_path / "run.log"
+    log.write_text("peftbench run: error: x.json: bad value\n")
+    backend = LocalBackend(jobs=1)
+    backend._stopping = stopping
+    report = backend._report(plan(task_dir)[0], rc=rc, stdout=stdout, wall=1.0, log_path=log)
+    assert report.status == status
+    if status == "success":
+        assert report.test_accuracy == 0.25 and report.result == Path("r.json")
+    if status == "failed":
+        assert report.message == "loss is nan"
+    if status == "bad input":
+        assert report.message == "x.json: bad value"
+    if status == "crashed":
+        assert report.message == "exit code -9"
+
+
+def test_a_ray_worker_refuses_configs_that_differ_from_the_drivers(task_dir):
+    from peftbench.sweep.ray_backend import run_remote  # the task body itself needs no Ray
+
+    exp = plan(task_dir)[1].experiment
+    kwargs = {"task_dir": str(task_dir), "seed": 0, "quick": False, "threads": 1}
+    with pytest.raises(BadInput, match=r"config files of lora/toy-rank2 differ from the driver's"):
+        run_remote(experiment_path=str(exp.path), hashes={"adapter_config.json": "0" * 64}, **kwargs)
+    missing = task_dir / "experiments" / "lora" / "elsewhere"
+    with pytest.raises(BadInput, match=r"no folder .*/elsewhere; every node needs the benchmark"):
+        run_remote(experiment_path=str(missing), hashes={}, **kwargs)
+
+
 # ---- real sweeps (subprocesses) ----------------------------------------------------------------------
 
 
