@@ -435,3 +435,18 @@ def _assert_one_line_error(capsys, message: str, where: str = "") -> None:
 def _assert_nothing_written(task_dir: Path) -> None:
     for kind in ("results", "temporary_results", "cancelled_results"):
         assert result_files(task_dir, kind) == [], kind
+
+
+def test_a_busy_accelerator_stops_the_run_before_loading(monkeypatch):
+    from peftbench import modeling
+    from peftbench.errors import RunFailed
+
+    class FakeCuda:
+        @staticmethod
+        def mem_get_info():
+            return 1 * 2**30, 80 * 2**30  # 79 GiB used by someone else
+
+    monkeypatch.setattr(torch, "cuda", FakeCuda)
+    with pytest.raises(RunFailed, match="80896 MiB in use"):
+        modeling.check_accelerator_free("cuda")
+    modeling.check_accelerator_free("cpu")  # nothing to check on a CPU

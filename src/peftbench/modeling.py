@@ -9,7 +9,9 @@ from typing import Any
 import psutil
 import torch
 
-from peftbench.errors import BadInput
+from peftbench.errors import BadInput, RunFailed
+
+BUSY_ACCELERATOR_BYTES = 500 * 2**20  # the reference's threshold
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -104,6 +106,20 @@ def weights_fingerprint(model_path: str) -> str | None:
     if not files:
         return None
     return hashlib.sha256("".join(f"{f.name}:{sha256_file(f)}\n" for f in files).encode()).hexdigest()
+
+
+def check_accelerator_free(device: str) -> None:
+    """Before loading the model: memory held by other processes on the accelerator would distort the
+    memory figures and may cause an out-of-memory error (the reference's check, same threshold)."""
+    module = getattr(torch, device, None) if device in ("cuda", "xpu") else None
+    if module is None or not hasattr(module, "mem_get_info"):
+        return
+    free, total = module.mem_get_info()
+    if total - free > BUSY_ACCELERATOR_BYTES:
+        raise RunFailed(
+            f"{device} has {(total - free) // 2**20} MiB in use before the run starts "
+            f"(> {BUSY_ACCELERATOR_BYTES // 2**20} MiB): make sure no other process uses it"
+        )
 
 
 class MemoryMeter:

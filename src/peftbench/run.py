@@ -183,6 +183,7 @@ def _build_model(experiment: Experiment, config: TrainConfig, peft_config: Any) 
 
     seed_everything(config.seed)
     device = modeling.choose_device()
+    modeling.check_accelerator_free(device)
     model_path = modeling.resolve_model_id(config.model_id, experiment.task_dir)
     try:
         tokenizer = modeling.load_tokenizer(model_path, max_seq_length=config.max_seq_length)

@@ -192,6 +192,8 @@ class MetaMathQA(Task):
     version = "1"
     base_model_short = "llama-3.2-3B"
     forgetting_loss_band = (1.0, 2.0)
+    # the reference trains on the filtered rows in hub order (bucketed by length), never shuffled
+    shuffle_train = False
     metrics = (
         *COMMON_METRICS,
         Metric("test_accuracy_math_verify", "higher", "test accuracy (Math-Verify)"),
