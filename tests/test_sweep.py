@@ -197,6 +197,33 @@ def test_unreadable_or_unsuccessful_results_are_pending(task_dir):
     )
 
 
+def test_temporary_results_count_only_when_asked_and_only_full_runs(task_dir, capsys):
+    runs = runs_of(task_dir, seeds=[0, 1], filters="lora/toy-rank4")
+    seed0, seed1 = runs["lora/toy-rank4#0"], runs["lora/toy-rank4#1"]
+    folder = task_dir / "temporary_results"
+
+    def temporary(run: Run, stamp: str, **run_info) -> None:
+        path = write_result(run)
+        record = json.loads(path.read_text())
+        record["run_info"].update(run_info)
+        atomic_write_json(folder / f"{run.stem}--2026-11-29T{stamp}.json", record)
+        path.unlink()
+
+    temporary(seed1, "10-00-00", quick=False, cli_overrides={})
+    assert run_state(seed1).pending  # by default only results/ counts
+    assert run_state(seed1, include_temporary=True) == pending.RunState(
+        False, "up to date (temporary_results/lora--toy-rank4--seed1--2026-11-29T10-00-00.json)"
+    )
+    # seed 1's file is not seed 0's, although its name starts with seed 0's stem
+    assert run_state(seed0, include_temporary=True) == pending.RunState(True, "no result")
+    temporary(seed0, "11-00-00", quick=True)
+    temporary(seed0, "12-00-00-123456", cli_overrides={"max_steps": 1})
+    assert run_state(seed0, include_temporary=True).pending
+    args = ["list", str(task_dir), "--seeds", "0,1", "--filter", "lora/toy-rank4", "--include-temporary"]
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 pending, 1 up to date"
+
+
 def test_seeds_are_runs_of_their_own(task_dir):
     runs = runs_of(task_dir, seeds=[0, 1], filters="lora/toy-rank4")
     assert sorted(runs) == ["lora/toy-rank4#0", "lora/toy-rank4#1"]
@@ -559,3 +586,7 @@ def test_ray_sweep_on_a_local_instance(tmp_path, model_dir, run_env, capsys):
     assert all(r["run_info"]["config_files_sha256"] for r in results.values())
     logs = {p.name.split("--")[1]: p.read_text() for p in (task_dir / "logs").glob("*.log")}
     assert len(logs) == 4 and "success, written to" in logs["toy-rank4"] and "BadInput" in logs["broken"]
+    # off main, a sweep resumes from temporary results when told to
+    args = ["sweep", str(task_dir), "--filter", "full-*/*,lora/toy-*", "--include-temporary"]
+    assert cli.main(args) == 0
+    assert "all 3 runs are up to date" in capsys.readouterr().out

@@ -25,6 +25,12 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="one run per seed (seed 0 keeps the plain result name); default: each experiment's seed",
     )
+    parser.add_argument(
+        "--include-temporary",
+        action="store_true",
+        help="a successful full run in temporary_results/ (not --quick, no --set) also makes a run up to "
+        "date: for sweeps on a branch or a modified checkout, whose runs are never main runs",
+    )
 
 
 def listing(runs: list, states: dict) -> str:
@@ -47,5 +53,6 @@ def main(args: argparse.Namespace) -> int:
     from peftbench.sweep.pending import parse_seeds, plan, run_state
 
     runs = plan(args.task, filters=args.filter, seeds=parse_seeds(args.seeds))
-    print(listing(runs, {run: run_state(run) for run in runs}))
+    states = {run: run_state(run, include_temporary=args.include_temporary) for run in runs}
+    print(listing(runs, states))
     return 0

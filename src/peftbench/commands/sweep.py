@@ -106,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     from peftbench.sweep.pending import parse_seeds, plan, run_state
 
     runs = plan(args.task, filters=args.filter, seeds=parse_seeds(args.seeds))
-    states = {run: run_state(run) for run in runs}
+    states = {run: run_state(run, include_temporary=args.include_temporary) for run in runs}
     if args.list:
         print(listing(runs, states))
         return 0
@@ -117,7 +117,13 @@ def main(args: argparse.Namespace) -> int:
     backend = _backend(args, runs=len(todo))
     print(f"sweep: {len(todo)} of {len(runs)} runs to do; {backend.describe()}", flush=True)
     with _sigterm_as_interrupt():
-        reports, interrupted = run_sweep(todo, backend=backend, quick=args.quick, force=args.force)
+        reports, interrupted = run_sweep(
+            todo,
+            backend=backend,
+            quick=args.quick,
+            force=args.force,
+            include_temporary=args.include_temporary,
+        )
     print(summary_table(reports))
     for report in reports:
         if report.status in FAILED and report.log is not None:

@@ -61,7 +61,13 @@ def log_path_for(run: Run) -> Path:
 
 
 def run_sweep(
-    runs: list[Run], *, backend: Backend, quick: bool, force: bool, progress: bool = True
+    runs: list[Run],
+    *,
+    backend: Backend,
+    quick: bool,
+    force: bool,
+    include_temporary: bool = False,
+    progress: bool = True,
 ) -> tuple[list[RunReport], bool]:
     """Run `runs` on `backend`; return one report per run (in the order given) and whether interrupted."""
     from tqdm import tqdm
@@ -75,7 +81,7 @@ def run_sweep(
             if stop.is_set():
                 return RunReport(run, "not started")
             # another sweep may have finished it while we waited for a free slot
-            if not force and not run_state(run).pending:
+            if not force and not run_state(run, include_temporary=include_temporary).pending:
                 return RunReport(run, "done elsewhere", result=run.result_path)
             return backend.execute(run, quick=quick, log_path=log_path_for(run))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +57,35 @@ class RunState:
     reason: str
 
 
-def run_state(run: Run) -> RunState:
-    """Pending or up to date, with the reason in a few words."""
-    path = run.result_path
+def run_state(run: Run, *, include_temporary: bool = False) -> RunState:
+    """Pending or up to date, with the reason in a few words.
+
+    include_temporary: a successful full run in temporary_results/ (not --quick, no --set) counts
+    too. Runs off main or on a modified checkout land there, so without it a sweep on a branch
+    would redo every run each time, and could not resume after Ctrl-C.
+    """
+    state = _judge(run, run.result_path)
+    if not state.pending or not include_temporary:
+        return state
+    for path in _temporary_results(run):
+        temporary = _judge(run, path, temporary=True)
+        if not temporary.pending:
+            return RunState(False, f"{temporary.reason} (temporary_results/{path.name})")
+    return state
+
+
+def _temporary_results(run: Run) -> list[Path]:
+    """The run's files in temporary_results/, newest first (`<stem>--<timestamp>.json`)."""
+    folder = run.experiment.task_dir / "temporary_results"
+    # an exact pattern: a glob on "<stem>--*" would also take seed 1's files for seed 0
+    # (the time may carry fractions of a second: only its leading date is fixed)
+    pattern = re.compile(re.escape(run.stem) + r"--\d{4}-\d\d-\d\dT[\d-]+\.json")
+    found = [p for p in folder.glob(f"{run.stem}--*.json") if pattern.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def _judge(run: Run, path: Path, *, temporary: bool = False) -> RunState:
+    """Is the result file at `path` an up-to-date result of `run`?"""
     if not path.is_file():
         return RunState(True, "no result")
     try:
@@ -67,6 +94,8 @@ def run_state(run: Run) -> RunState:
         return RunState(True, f"unreadable result: {exc}")
     if record["train_info"]["status"] != "success":
         return RunState(True, f"result status is {record['train_info']['status']}")
+    if temporary and (record["run_info"].get("quick") or record["run_info"].get("cli_overrides")):
+        return RunState(True, "a --quick or --set run")
     recorded = record["run_info"].get("config_files_sha256")
     if isinstance(recorded, dict):
         current = config_hashes(run.experiment)
