@@ -105,6 +105,7 @@ def write_golden() -> dict[str, Any]:
     return golden
 
 
+@pytest.mark.slow  # about 6 CPU-minutes on the 2-core development machine (docs/lint.md)
 @pytest.mark.skipif(
     not EXPERIMENT.is_dir(), reason="the embedded benchmark's lora/tiny-llama-rank8 is absent"
 )
