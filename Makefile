@@ -26,10 +26,13 @@ demo: install
 	$(BIN)/peftbench sweep $(TASK) --quick --force --jobs $(JOBS) --filter '$(DEMO_FILTER)'
 	$(BIN)/peftbench report $(TASK) --include-temporary -o report.html
 
-# The tests (fast ones; `make test PYTEST_ARGS="-m slow"` for the slow ones).
+# The tests: the fast ones (browser and Ray included), then the golden-file check of the training
+# script (slow-marked so that a plain `pytest` stays fast). `make test PYTEST_ARGS="-m slow"` for all
+# slow ones.
 test: install
 	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow tests/test_golden.py
 
 lint: install
 	$(BIN)/ruff check .
