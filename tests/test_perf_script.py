@@ -65,6 +65,8 @@ def test_quick_run_writes_complete_record(run_perf, experiment, tmp_path, capsys
     machine = record["machine"]
     assert machine["torch_threads"] == 1 and machine["cores"] >= 1 and machine["cpu"]
     assert machine["device"] == "cpu"
+    model = record["model"]
+    assert len(model["fingerprint"]) == 64 and 0 < model["num_trainable_params"] < model["num_total_params"]
 
     training = record["training"]
     assert training["steps"] == run_perf.QUICK.train_steps
@@ -95,7 +97,8 @@ def test_quick_run_writes_complete_record(run_perf, experiment, tmp_path, capsys
 
     growth = record["growth"]
     assert sorted(growth["max_steps"]["x"]) == list(run_perf.QUICK.step_sizes)
-    assert len(growth["validation_size"]["seconds"]) == len(run_perf.QUICK.valid_sizes)
+    # whole generation batches of the toy task's batch_size_eval (16)
+    assert sorted(growth["validation_size"]["x"]) == [16 * k for k in run_perf.QUICK.valid_batches]
     assert "skipped" in growth["sweep"]
 
     measures = [row["measure"] for row in record["table"]]

@@ -58,7 +58,9 @@ class Sizes:
     # make several batches and sorting them by length can matter (one batch pads the same either way)
     eval_batch_size: int
     step_sizes: tuple[int, ...]  # max_steps of the growth fit
-    valid_sizes: tuple[int, ...]  # validation sizes of the growth fit
+    # validation sizes of the growth fit, in generation batches (batch_size_eval prompts each): within
+    # one batch, more prompts cost little more, so only whole batches show the growth of a run
+    valid_batches: tuple[int, ...]
     fixed_reps: int  # repetitions of each fixed-cost measurement
     forgetting_reps: int  # the forgetting pass is long (every forgetting text): fewer repetitions
     sweep_runs: int  # runs per timed sweep (one experiment, several seeds)
@@ -69,10 +71,10 @@ FULL = Sizes(
     train_steps=6,
     reps=3,
     eval_prompts=48,
-    eval_reps=2,
+    eval_reps=3,
     eval_batch_size=16,
     step_sizes=(3, 6, 12),
-    valid_sizes=(8, 16, 32),
+    valid_batches=(1, 2, 3),
     fixed_reps=2,
     forgetting_reps=1,
     sweep_runs=2,
@@ -85,7 +87,7 @@ QUICK = Sizes(
     eval_reps=1,
     eval_batch_size=2,
     step_sizes=(1, 2, 3),
-    valid_sizes=(1, 2, 3),
+    valid_batches=(1, 2, 3),
     fixed_reps=1,
     forgetting_reps=1,
     sweep_runs=2,
@@ -413,7 +415,10 @@ def measure_evaluation(b: Bench, sizes: Sizes) -> dict[str, Any]:
     b = dataclasses.replace(b, config=dataclasses.replace(b.config, batch_size_eval=sizes.eval_batch_size))
     examples = b.examples(sizes.eval_prompts)
     prompts = tokenize_prompts(b.tokenizer, examples, template=b.config.query_template)
-    harness_evaluate(b, examples[:2], prompts[:2])  # warm-up
+    # warm-up: each variant once on the same prompts (the first call of a shape allocates)
+    harness_evaluate(b, examples, prompts)
+    bare_generate(b, prompts, sort=True)
+    bare_generate(b, prompts, sort=False)
     runs: dict[str, list[dict[str, Any]]] = {"harness": [], "bare_sorted": [], "bare_unsorted": []}
     sides = list(runs)
     for rep in range(sizes.eval_reps):
@@ -603,8 +608,9 @@ def measure_growth(b: Bench, sizes: Sizes) -> dict[str, Any]:
     for i in (0, 2, 1):
         x_steps.append(sizes.step_sizes[i])
         y_steps.append(harness_train(b, steps=sizes.step_sizes[i])["whole_wall"])
-        x_valid.append(sizes.valid_sizes[i])
-        y_valid.append(harness_train(b, steps=1, valid=sizes.valid_sizes[i])["whole_wall"])
+        n = sizes.valid_batches[i] * b.config.batch_size_eval
+        x_valid.append(n)
+        y_valid.append(harness_train(b, steps=1, valid=n)["whole_wall"])
     return {
         "max_steps": {"x": x_steps, "seconds": y_steps, **fit_line(x_steps, y_steps)},
         "validation_size": {"x": x_valid, "seconds": y_valid, **fit_line(x_valid, y_valid)},
@@ -634,6 +640,19 @@ def measure_sweep(b: Bench, sizes: Sizes) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- machine, report, main
+
+
+def model_identity(b: Bench) -> dict[str, Any]:
+    """Which base model the numbers are for: its fingerprint and size."""
+    from peftbench.modeling import count_parameters, weights_fingerprint
+
+    trainable, total = count_parameters(b.model)
+    return {
+        "path": b.model_path,
+        "fingerprint": weights_fingerprint(b.model_path),
+        "num_total_params": total,
+        "num_trainable_params": trainable,
+    }
 
 
 def available_cores() -> int:
@@ -740,7 +759,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also time `peftbench sweep --quick --jobs N` (subprocesses; minutes even with 2-step runs)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads, here and in the timed subprocess run (default 1: on a shared machine and a "
+        "small model, more threads mostly measure other users' load)",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default: results/perf-<time>.json)"
     )
@@ -757,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sizes = QUICK if args.quick else FULL
-    threads = args.threads or available_cores()
+    threads = args.threads
     torch.set_num_threads(threads)
     quick_run = args.quick_run == "yes" or (args.quick_run == "auto" and not args.quick)
     experiment = args.experiment or find_experiment(DEFAULT_TASK)
@@ -780,20 +805,27 @@ def measure_all(
         "experiment": b.experiment.experiment_name,
         "task": b.experiment.task_name,
         "machine": machine(threads, b.device),
+        "model": model_identity(b),
         "sizes": dataclasses.asdict(sizes),
     }
     print(f"run_perf: {record['experiment']} on {b.device}, {threads} thread(s)", file=sys.stderr)
     print("run_perf: training, harness vs bare loop", file=sys.stderr)
     record["training"] = measure_training(b, sizes)
+    progress("training", record["training"], "ratio", "harness_steps_per_s", "bare_steps_per_s")
     print("run_perf: evaluation, harness vs bare generate", file=sys.stderr)
     record["evaluation"] = measure_evaluation(b, sizes)
+    progress("evaluation", record["evaluation"], "ratio", "sorting_gain", "tokens_per_s")
     print("run_perf: fixed costs", file=sys.stderr)
     fixed["imports"] = measure_imports(sizes, quick=args.quick)
     fixed["tokenization"] = measure_tokenization(b, sizes)
     fixed.update(measure_in_process_fixed(b, sizes))
     record["fixed_costs"] = fixed
+    progress(
+        "fixed costs", fixed, "imports", "forgetting (one pass)", "forgetting sorted by length (one pass)"
+    )
     print("run_perf: growth", file=sys.stderr)
     record["growth"] = measure_growth(b, sizes)
+    progress("growth", record["growth"], "max_steps", "validation_size")
     if quick_run:
         print("run_perf: one quick-variant run (subprocess)", file=sys.stderr)
         fixed["quick_run"] = measure_quick_run(b, threads)
@@ -817,6 +849,11 @@ def measure_all(
     print_table(record["table"], record)
     print(f"\nwritten: {out}")
     return 0
+
+
+def progress(section: str, data: dict[str, Any], *keys: str) -> None:
+    """A section's headline numbers on stderr as soon as it is done (the JSON comes at the end)."""
+    print(f"run_perf: {section}: {json.dumps({k: data[k] for k in keys}, default=str)}", file=sys.stderr)
 
 
 def add_fixed_totals(fixed: dict[str, Any]) -> None:
