@@ -79,11 +79,17 @@ def score(task: Task, completions: list[str], examples: list[Example]) -> list[b
 def mean_per_token_loss(
     model: Any, tokenizer: Any, *, texts: list[str], batch_size: int, max_length: int, device: str
 ) -> float:
-    """Mean cross-entropy per token over all texts (each token counts once, whatever its text's length)."""
+    """Mean cross-entropy per token over all texts (each token counts once, whatever its text's length).
+
+    Texts are batched in order of length: the sum over tokens does not depend on the order, and
+    batches of similar lengths pad (and compute) little.
+    """
+    ids = sorted(tokenizer(texts, truncation=True, max_length=max_length)["input_ids"], key=len)
     total, count = torch.zeros((), dtype=torch.float64), 0
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length)
-        batch = tokenizer.pad(enc, return_tensors="pt", padding_side="right").to(device)
+    for start in range(0, len(ids), batch_size):
+        batch = tokenizer.pad(
+            {"input_ids": ids[start : start + batch_size]}, return_tensors="pt", padding_side="right"
+        ).to(device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         # prompt-learning adapters prepend virtual tokens: keep the positions of the real ones
         logits = logits[:, -batch["input_ids"].shape[1] :]
