@@ -1,8 +1,9 @@
 """The synthetic pretraining corpus of the tinymath base model: general text with arithmetic.
 
 Documents mix four kinds of segment: arithmetic facts ("35 + 28 = 63."), chained computations
-("35 + 28 = 63. 63 - 16 = 47."), short stories in which quantities change ("Tom has 35 apples. He
-buys 28 more apples. Now Tom has 63 apples.") and simple sentences about people and things. Every
+("35 + 28 = 63. 63 - 16 = 47."), short stories in which quantities change, mostly worked out as
+they go ("Tom has 35 apples. He buys 28 more apples. 35 + 28 = 63. Now Tom has 63 apples.") and
+simple sentences about people and things. Every
 word of the task's prompt template and problems occurs here, in other contexts, but never the
 task's question/answer format ("Question: ... Answer:", "The answer is: N").
 The mix follows the prototype's measurements (issue 3): mostly arithmetic, with chains, or the
@@ -19,12 +20,12 @@ from peftbench.tasks.tinymath.problems import next_step
 from peftbench.tasks.tinymath.words import ADJECTIVES, CONTAINERS, PEOPLE, PLACES, THINGS
 
 # bump when the corpus changes (the base model must then be rebuilt)
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"
 # the held-out documents of the forgetting metric come from their own stream and are never trained on
 FORGETTING_SEED = 2000
 NUM_FORGETTING_TEXTS = 200
 # segment kind -> probability (by count of segments)
-MIX = {"fact": 0.45, "chain": 0.35, "story": 0.10, "sentence": 0.10}
+MIX = {"fact": 0.35, "chain": 0.25, "story": 0.30, "sentence": 0.10}
 
 
 def fact(rng: random.Random) -> str:
@@ -58,20 +59,34 @@ def chain(rng: random.Random) -> str:
 
 
 def story(rng: random.Random) -> str:
-    """A quantity that changes once or twice, and what it is afterwards (no question asked)."""
+    """A quantity that changes once to three times, worked out as it goes, and what it is afterwards.
+
+    No question is asked. The numbers of each equation, the name and the thing must be copied from
+    earlier in the text: version 1 of the corpus had too little such copying (10% short stories
+    without equations), and its model could not carry a number from a sentence into an equation
+    (after "Zoe has 21 rocks. Now Zoe has" it said "13 stamps"), so no adapter learnt the task.
+    """
     who, other = rng.sample(PEOPLE, 2)
-    thing = rng.choice(THINGS)
+    thing, other_thing = rng.sample(THINGS, 2)
+    show_work = rng.random() < 0.7
     if rng.random() < 0.3:
         k, m = rng.randint(2, 9), rng.randint(2, 11)
         plural, singular = rng.choice(CONTAINERS)
-        value, parts = k * m, [f"{who.name} has {k} {plural} with {m} {thing} in each {singular}."]
+        value = k * m
+        parts = [f"{who.name} has {k} {plural} with {m} {thing} in each {singular}."]
+        if show_work:
+            parts.append(f"{k} x {m} = {value}.")
     else:
         value = rng.randint(5, 70)
         verb = rng.choice(("has", "starts with"))
         parts = [f"{who.name} {verb} {value} {thing}."]
-    for _ in range(rng.randint(1, 2)):
+    for _ in range(rng.randint(1, 3)):
+        if rng.random() < 0.2:
+            parts.append(f"{other.name} has {rng.randint(2, 60)} {other_thing}.")
         step = next_step(rng, value=value, who=who, other=other, thing=thing)
         parts.append(step.sentence)
+        if show_work:
+            parts.append(f"{value} {step.op} {step.operand} = {step.result}.")
         value = step.result
     parts.append(f"Now {who.name} has {value} {thing}.")
     return " ".join(parts)
