@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from typing import Any
 
 HELP = "compare two experiments with confidence intervals and paired tests"
@@ -88,8 +87,8 @@ def _allow_intermixed(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from peftbench.analysis.aggregate import load_results
     from peftbench.analysis.stats import DEFAULT_BOOTSTRAP
+    from peftbench.commands._results import load_reporting_warnings
     from peftbench.errors import BadInput
 
     if not 0 < args.confidence < 1:
@@ -107,9 +106,7 @@ def main(args: argparse.Namespace) -> int:
             raise BadInput(f'EXP_A and EXP_B are the same experiment "{experiments[0]}"')
     else:
         paths, experiments = args.args, None
-    loaded = load_results(paths, include_temporary=args.include_temporary)
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    loaded = load_reporting_warnings(paths, include_temporary=args.include_temporary)
     table: pd.DataFrame = select_task(loaded.table, task=args.task, paths=paths)
     options = {
         "confidence": args.confidence,

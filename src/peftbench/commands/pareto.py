@@ -24,18 +24,16 @@ def main(args: argparse.Namespace) -> int:
     from peftbench.analysis.aggregate import (
         available_metrics,
         choose_task,
-        load_results,
         seed_summary,
         select,
         task_metrics,
     )
     from peftbench.analysis.filters import apply_filter
     from peftbench.analysis.pareto import find_metric, pareto_front
+    from peftbench.commands._results import load_reporting_warnings
     from peftbench.errors import BadInput
 
-    loaded = load_results(args.paths, include_temporary=args.include_temporary)
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    loaded = load_reporting_warnings(args.paths, include_temporary=args.include_temporary)
     if loaded.table.empty:
         print(loaded.summary, file=sys.stderr)
         return 0

@@ -21,15 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from peftbench.analysis.aggregate import load_results
+    from peftbench.commands._results import load_reporting_warnings
     from peftbench.dashboard.report import write_report
     from peftbench.errors import BadInput
 
     if args.output.exists() and args.output.is_dir():
         raise BadInput(f"{args.output}: is a folder; give the report's file name, e.g. -o report.html")
-    loaded = load_results(args.paths, include_temporary=args.include_temporary)
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    loaded = load_reporting_warnings(args.paths, include_temporary=args.include_temporary)
     print(loaded.summary, file=sys.stderr)
     print(write_report(loaded, args.output, title=args.title))
     return 0

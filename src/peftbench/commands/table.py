@@ -25,16 +25,14 @@ def main(args: argparse.Namespace) -> int:
     from peftbench.analysis.aggregate import (
         compact_columns,
         display_columns,
-        load_results,
         select,
         task_metrics,
         tasks_in,
     )
     from peftbench.analysis.filters import apply_filter
+    from peftbench.commands._results import load_reporting_warnings
 
-    loaded = load_results(args.paths, include_temporary=args.include_temporary)
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    loaded = load_reporting_warnings(args.paths, include_temporary=args.include_temporary)
     table = select(loaded.table, task=args.task) if args.task else loaded.table
     table = apply_filter(table, args.filter)
     print(loaded.summary, file=sys.stderr)
