@@ -183,13 +183,18 @@ def test_base_model_loss_on_forgetting_texts_is_in_the_band(tokenizer, data):
     from peftbench.evaluation import mean_per_token_loss
 
     model = AutoModelForCausalLM.from_pretrained(BASE_MODEL)
-    loss = mean_per_token_loss(
-        model, tokenizer, texts=data.forgetting_texts, batch_size=50, max_length=256, device="cpu"
-    )
+
+    def loss(max_length: int) -> float:
+        return mean_per_token_loss(
+            model, tokenizer, texts=data.forgetting_texts, batch_size=50, max_length=max_length, device="cpu"
+        )
+
+    # as the runner measures it (the defaults' max_seq_length truncates a few long documents)
     lo, hi = get_task("tinymath").forgetting_loss_band
-    assert lo < loss < hi
+    assert lo < loss(256) < hi
+    # whole documents, as pretrain_log.json records it
     log = json.loads((BASE_MODEL / "pretrain_log.json").read_text())
-    assert loss == pytest.approx(log["forgetting_texts_loss"], abs=2e-3)
+    assert loss(512) == pytest.approx(log["forgetting_texts_loss"], abs=2e-3)
 
 
 def test_first_pretraining_steps_match_the_log(tokenizer):

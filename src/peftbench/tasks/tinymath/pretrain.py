@@ -20,12 +20,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from peftbench.tasks.tinymath.corpus import CORPUS_VERSION, documents
+from peftbench.tasks.tinymath.corpus import CORPUS_VERSION, documents, forgetting_texts
 from peftbench.tasks.tinymath.tokenizer import build_tokenizer
 
-# the held-out documents of the forgetting metric come from their own stream and are never trained on
-FORGETTING_SEED = 2000
-NUM_FORGETTING_TEXTS = 200
 PRETRAIN_DATA_SEED = 3000
 LOG_NAME = "pretrain_log.json"
 
@@ -64,11 +61,6 @@ def model_config(settings: PretrainSettings, tokenizer: PreTrainedTokenizerFast)
         eos_token_id=eos,
         pad_token_id=eos,
     )
-
-
-def forgetting_texts() -> list[str]:
-    """Held-out corpus documents for the forgetting metric (excluded from pretraining)."""
-    return list(itertools.islice(documents(FORGETTING_SEED), NUM_FORGETTING_TEXTS))
 
 
 def batches(tokenizer: PreTrainedTokenizerFast, settings: PretrainSettings) -> Iterator[torch.Tensor]:
