@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test,distributed,methods]"
+	$(BIN)/pip install -q -e ".[test,distributed,methods,math]"
 	touch $@
 
 install: $(BIN)/.installed
