@@ -1,8 +1,8 @@
 """The `peftbench` command line: one sub-command per module in `peftbench.commands`.
 
 Sub-command modules are imported only when used, so that `peftbench --help` and `peftbench run`
-do not pay for gradio, ray or plotly imports. Each module defines `HELP` (one line),
-`add_arguments(parser)` and `main(args) -> int`.
+do not pay for gradio, ray or plotly imports. Each module defines `add_arguments(parser)` and
+`main(args) -> int`; the one-line summaries live here, in SUMMARIES, so that help imports nothing.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ import json
 import math
 from typing import Any
 
-HELP = "compare two experiments with confidence intervals and paired tests"
 # the metric with per-item data (peftbench.analysis.stats.ACCURACY_COLUMN; not imported: scipy is slow)
 ACCURACY = "test_accuracy"
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "check experiments and results against the contribution rules"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "list the experiments of a task and whether each is pending"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="the task folder, benchmarks/<task>")

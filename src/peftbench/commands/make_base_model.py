@@ -10,7 +10,6 @@ from pathlib import Path
 
 from peftbench.errors import BadInput
 
-HELP = "rebuild the embedded benchmark's tiny base model and tokenizer"
 DEFAULT_OUTPUT = Path("benchmarks") / "tinymath" / "base_model"
 MIN_STEPS = 40
 

@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "write a self-contained HTML report"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

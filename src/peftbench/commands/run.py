@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-HELP = "run one experiment folder and write its result file"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="benchmarks/<task>/experiments/<method>/<name>")

@@ -10,8 +10,6 @@ from typing import Any
 
 from peftbench.commands.list_ import add_selection_arguments
 
-HELP = "run every pending experiment of a task, locally in parallel or on Ray"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="the task folder, benchmarks/<task>")
