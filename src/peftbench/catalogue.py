@@ -10,7 +10,7 @@ PiSSA, OLoRA, Riemannian). `--check` only compares and exits 1 when a file diffe
 Hyperparameters follow the reference suite's MetaMathQA experiments on Llama-3.2-3B (rank 32,
 alpha 64, the learning rates that worked there) and are scaled to the base model's shapes by
 `Scale`: ranks, block sizes, virtual tokens and per-module patterns must fit the model (the
-embedded tinymath model is a 4-layer, hidden-256 Llama). A method that needs something the runner
+embedded tinymath model is a 4-layer, hidden-192 Llama). A method that needs something the runner
 does not provide is listed in `EXCLUDED` with the reason.
 """
 
