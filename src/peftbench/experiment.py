@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.config import TrainConfig, build_config, read_json_object
-from peftbench.errors import BadInput
+from peftbench.errors import BadInput, did_you_mean
 
 ADAPTER_CONFIG = "adapter_config.json"
 TRAINING_PARAMS = "training_params.json"
@@ -135,8 +135,6 @@ def load_peft_config(exp: Experiment) -> Any:
     peft_type = raw.get("peft_type")
     known = [t.value for t in PeftType]
     if peft_type not in known:
-        from peftbench.errors import did_you_mean
-
         raise BadInput(
             f'{exp.adapter_config_path}: unknown or missing "peft_type" {peft_type!r}'
             f"{did_you_mean(str(peft_type), known)}; the installed peft knows: {', '.join(sorted(known))}"

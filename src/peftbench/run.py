@@ -78,6 +78,8 @@ def execute(
     write: bool = True,
 ) -> RunOutcome:
     """Run one experiment. Bad input raises BadInput before anything is trained or written."""
+    from peftbench import modeling  # torch-heavy: imported when a run starts, not with this module
+
     overrides = dict(overrides or {})
     if seed is not None:
         overrides["seed"] = seed
@@ -152,7 +154,7 @@ def execute(
             "test_items_hash": data.test_items_hash,
         },
         "meta_info": {
-            "model_info": provenance.model_info(model_path, _fingerprint(model_path)),
+            "model_info": provenance.model_info(model_path, modeling.weights_fingerprint(model_path)),
             "dataset_info": {**data.info, "fingerprint": data.fingerprint},
             "package_info": provenance.package_info(),
             "system_info": provenance.system_info(device),
@@ -170,12 +172,6 @@ def execute(
     if write:
         atomic_write_json(path, record)
     return RunOutcome(record=record, path=path, checkpoint_dir=checkpoint_dir)
-
-
-def _fingerprint(model_path: str) -> str | None:
-    from peftbench.modeling import weights_fingerprint
-
-    return weights_fingerprint(model_path)
 
 
 def _build_model(experiment: Experiment, config: TrainConfig, peft_config: Any) -> tuple[Any, Any, str, str]:

@@ -194,7 +194,7 @@ def train(
     out = TrainOutcome()
     meter = MemoryMeter(device)
     is_peft = hasattr(model, "disable_adapter")
-    is_adalora = is_peft and getattr(model.peft_config.get("default"), "peft_type", None) == "ADALORA"
+    is_adalora = is_peft and model.peft_config[model.active_adapter].peft_type == "ADALORA"
     use_scaler = config.use_amp and device == "cuda" and config.dtype != "bfloat16"
     scaler = torch.amp.GradScaler(device, enabled=use_scaler)
     autocast = (lambda: torch.autocast(device_type=device)) if config.use_amp else nullcontext
