@@ -230,7 +230,7 @@ def test_task_folder_layout_and_configs():
         assert (TASK_DIR / kind).is_dir()
     experiments = {e.experiment_name: e for e in discover(TASK_DIR)}
     for name in (
-        "full-finetuning/tiny-llama-default",
+        "full-finetuning/tiny-llama-lr_0.002",
         "lora/tiny-llama-rank8",
         "ia3/tiny-llama-default",
         "prompt_tuning/tiny-llama-default",

@@ -17,6 +17,7 @@ does not provide is listed in `EXCLUDED` with the reason.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -30,6 +31,9 @@ from peftbench.errors import BadInput, did_you_mean
 ADAPTER_CONFIG = "adapter_config.json"
 TRAINING_PARAMS = "training_params.json"
 DEFAULT_PARAMS = "default_training_params.json"
+
+REFERENCE_DEFAULT_LR = 1e-4  # the reference's MetaMathQA default_training_params.json
+LR_CAP = 0.05  # scaled learning rates stop here (see Scale.lr)
 
 # PEFT methods (peft.PeftType values) that the catalogue leaves out, and why
 EXCLUDED: dict[str, str] = {
@@ -56,6 +60,25 @@ class Scale:
     rank: int = 32  # the LoRA family's rank; 32 on Llama-3.2-3B
     virtual_tokens: int = 200  # prompt and prefix tuning
     head_dim: int | None = None  # when the config sets it; else hidden_size // num_attention_heads
+    # learning rates: the reference's, times lr_factor (the task's default lr over the reference's
+    # default, 1e-4), capped at LR_CAP unless the reference's own lr is higher; see `lr`
+    lr_factor: float = 1.0
+    full_finetuning_lr: float = 1e-5  # the reference's; a small model needs its own, measured
+
+    def lr(self, reference_lr: float) -> float:
+        """The learning rate for this scale of a method whose reference lr is `reference_lr`.
+
+        Keeps each method's lr relative to the task default, as the reference tuned it (IA3 and VeRA
+        10x the default, OSF half). The cap stops a 10x method at a rate that diverges on a small model,
+        but methods tuned far above it (C3A 0.3, trainable tokens 0.2) keep their own.
+        """
+        if self.lr_factor == 1.0:
+            return reference_lr
+        return float(f"{min(reference_lr * self.lr_factor, max(reference_lr, LR_CAP)):.2g}")
+
+    def lr_name(self, reference_text: str, reference_lr: float) -> str:
+        """How an experiment name spells the lr: the reference's spelling at its own scale."""
+        return reference_text if self.lr_factor == 1.0 else f"{self.lr(reference_lr):g}"
 
     @property
     def kv_dim(self) -> int:
@@ -129,10 +152,11 @@ def _divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
 
 
-def _lr(lr: float, *, weight_decay: float | None = None, **extra: Any) -> dict[str, Any]:
+def _lr(s: Scale, lr: float, *, weight_decay: float | None = None, **extra: Any) -> dict[str, Any]:
+    """optimizer_kwargs for the reference lr `lr`, scaled to `s`."""
     # optimizer_kwargs replaces the task's dict as a whole, as in the reference: without weight_decay here,
     # AdamW's own default (0.01) applies, which is what the reference's runs with {"lr": ...} used
-    kwargs: dict[str, Any] = {"lr": lr}
+    kwargs: dict[str, Any] = {"lr": s.lr(lr)}
     if weight_decay is not None:
         kwargs["weight_decay"] = weight_decay
     return {"optimizer_kwargs": {**kwargs, **extra}}
@@ -159,13 +183,13 @@ def _lora_family(s: Scale) -> list[Entry]:
         # rsLoRA scales by alpha/sqrt(r): the reference's rank-64 run with alpha 64
         _e("lora", f"rank{2 * r}-rslora", "LORA", r=2 * r, lora_alpha=2 * r, use_rslora=True),
         _e("lora", f"rank{r}-loraplus", "LORA",
-           {"optimizer_type": "lora+", **_lr(1e-4, weight_decay=0.1, loraplus_lr_ratio=16)},
+           {"optimizer_type": "lora+", **_lr(s, 1e-4, weight_decay=0.1, loraplus_lr_ratio=16)},
            r=r, lora_alpha=alpha),
         _e("lora", f"rank{r}-lorafa", "LORA",
-           {"optimizer_type": "lora-fa", **_lr(1e-4, weight_decay=0.1, r=r, lora_alpha=alpha)},
+           {"optimizer_type": "lora-fa", **_lr(s, 1e-4, weight_decay=0.1, r=r, lora_alpha=alpha)},
            r=r, lora_alpha=alpha),
         _e("lora", f"rank{r}-riemannian", "LORA",
-           {"optimizer_type": "riemannian", **_lr(1e-4, weight_decay=0.1, reg=0.01)},
+           {"optimizer_type": "riemannian", **_lr(s, 1e-4, weight_decay=0.1, reg=0.01)},
            r=r, lora_alpha=alpha),
         # PiSSA and OLoRA move principal components of W into the adapter; alpha = r keeps the scale at 1.
         # PiSSA through peft's randomized SVD (4 iterations): a full SVD of every matrix is slow on 3B
@@ -177,17 +201,17 @@ def _lora_family(s: Scale) -> list[Entry]:
 def _prompt_methods(s: Scale) -> list[Entry]:
     # token_dim, num_layers and num_attention_heads are filled in by peft from the model's config
     n = s.virtual_tokens
-    lr3, lr5 = _lr(1e-3), _lr(5e-3)
+    lr3, lr5 = _lr(s, 1e-3), _lr(s, 5e-3)
     return [
-        _e("prompt_tuning", "sample_vocab-lr_0.001", "PROMPT_TUNING", lr3, num_virtual_tokens=n,
-           prompt_tuning_init="SAMPLE_VOCAB"),
+        _e("prompt_tuning", f"sample_vocab-lr_{s.lr_name('0.001', 1e-3)}", "PROMPT_TUNING", lr3,
+           num_virtual_tokens=n, prompt_tuning_init="SAMPLE_VOCAB"),
         _e("ptuning", "default", "P_TUNING", num_virtual_tokens=max(1, n // 10),
            encoder_hidden_size=s.hidden_size),
-        _e("prefixtuning", "lr_0.005_zero_init", "PREFIX_TUNING", lr5, num_virtual_tokens=n,
-           init_weights="zero"),
-        _e("cartridge", "lr_0.005", "CARTRIDGE", lr5, num_virtual_tokens=n),
-        _e("adaptionprompt", "lr_5e-3", "ADAPTION_PROMPT", lr5, adapter_layers=s.num_layers,
-           adapter_len=max(10, n // 2)),
+        _e("prefixtuning", f"lr_{s.lr_name('0.005', 5e-3)}_zero_init", "PREFIX_TUNING", lr5,
+           num_virtual_tokens=n, init_weights="zero"),
+        _e("cartridge", f"lr_{s.lr_name('0.005', 5e-3)}", "CARTRIDGE", lr5, num_virtual_tokens=n),
+        _e("adaptionprompt", f"lr_{s.lr_name('5e-3', 5e-3)}", "ADAPTION_PROMPT", lr5,
+           adapter_layers=s.num_layers, adapter_len=max(10, n // 2)),
     ]  # fmt: skip
 
 
@@ -209,47 +233,49 @@ def _additive_methods(s: Scale, *, max_steps: int) -> list[Entry]:
         _e("adamss", f"rank{r}", "ADAMSS", r=min(100, min_dim), num_subspaces=r),
         _e("beft", "target-v_proj", "BEFT", target_modules=["v_proj"]),
         _e("boft", "default", "BOFT"),
-        _e("c3a", "default", "C3A", _lr(0.3, weight_decay=1e-5), block_size=_divisor_at_most(width_gcd, 64),
-           target_modules=QV),
+        _e("c3a", "default", "C3A", _lr(s, 0.3, weight_decay=1e-5),
+           block_size=_divisor_at_most(width_gcd, 64), target_modules=QV),
         _e("deft", f"rank{r}", "DEFT", r=r, alpha=4 * r),
-        _e("delora", f"rank{r}", "DELORA", _lr(1e-3), r=r),
+        _e("delora", f"rank{r}", "DELORA", _lr(s, 1e-3), r=r),
         _e("fourierft", f"n_frequency-{n_freq}", "FOURIERFT", n_frequency=n_freq, scaling=300,
            target_modules=QV),
         # keeps the frozen base weights of adapted layers off the accelerator, as in the reference's run
         _e("frod", "default", "FROD", runtime_offload_base_weight=True),
         _e("glora", "default", "GLORA", target_modules=QV),
-        _e("gralora", f"rank{r}", "GRALORA", _lr(2e-4), r=r, alpha=alpha),
-        _e("hira", f"rank{r}-lr4.5e-3", "HIRA", _lr(4.5e-3, weight_decay=0.0), r=r, target_modules=QV),
+        _e("gralora", f"rank{r}", "GRALORA", _lr(s, 2e-4), r=r, alpha=alpha),
+        _e("hira", f"rank{r}-lr{s.lr_name('4.5e-3', 4.5e-3)}", "HIRA", _lr(s, 4.5e-3, weight_decay=0.0),
+           r=r, target_modules=QV),
         _e("hra", f"rank{2 * min(r, 8)}", "HRA", r=2 * min(r, 8), target_modules=QV),
-        _e("ia3", "lr_0.001", "IA3", _lr(1e-3)),
+        _e("ia3", f"lr_{s.lr_name('0.001', 1e-3)}", "IA3", _lr(s, 1e-3)),
         # A shared by half of the layers, two B experts
         _e("lily", f"rank{lily_r}-a2-b2-s2.0", "LILY", r=lily_r, stride_A=max(1, s.num_layers // 2), num_B=2,
            scaling=2.0, target_modules=QV),
         _e("ln_tuning", "default", "LN_TUNING"),
         _e("loha", f"rank{r}", "LOHA", r=r, alpha=alpha, target_modules=QV),
-        _e("lokr", f"rank{r}-factor4-lr0.003", "LOKR", _lr(3e-3, weight_decay=0.1), r=r, alpha=alpha,
-           decompose_factor=4, target_modules=QV),
+        _e("lokr", f"rank{r}-factor4-lr{s.lr_name('0.003', 3e-3)}", "LOKR", _lr(s, 3e-3, weight_decay=0.1),
+           r=r, alpha=alpha, decompose_factor=4, target_modules=QV),
         _e("miss", "default", "MISS", r=_divisor_at_most(s.kv_dim, 2 * r)),
         _e("oft", f"rank{r}", "OFT", r=r, oft_block_size=0, target_modules=QV),
         # OSF trains min(shape) - effective_rank directions: 4x the LoRA rank (the reference's 128)
-        _e("osf", f"rank{4 * r}", "OSF", {"autocast_adapter_dtype": False, **_lr(5e-5)},
+        _e("osf", f"rank{4 * r}", "OSF", {"autocast_adapter_dtype": False, **_lr(s, 5e-5)},
            target_modules=ALL_LINEAR, rank_pattern=_osf_pattern(s)),
         _e("peanut", f"rank{r}-relu-depth0-s2.0", "PEANUT", r=r, scaling=2.0, target_modules=QV),
         _e("psoft", "default", "PSOFT", r=wide_r, psoft_alpha=wide_r),
-        _e("pvera", "default", "PVERA", _lr(3e-3), r=wide_r),
+        _e("pvera", "default", "PVERA", _lr(s, 3e-3), r=wide_r),
         _e("randlora", "default", "RANDLORA", r=r),
-        _e("road", "lr_0.001", "ROAD", _lr(1e-3), variant="road_2",
+        _e("road", f"lr_{s.lr_name('0.001', 1e-3)}", "ROAD", _lr(s, 1e-3), variant="road_2",
            group_size=_divisor_at_most(s.kv_dim, 64)),
         _e("shadow", "default", "SHADOW"),
-        _e("shira", "lr_0.0003-random_seed_42", "SHIRA", _lr(3e-4), r=r, random_seed=42),
+        _e("shira", f"lr_{s.lr_name('0.0003', 3e-4)}-random_seed_42", "SHIRA", _lr(s, 3e-4), r=r,
+           random_seed=42),
         _e("supertuning", f"s99-supra-r{supra_r}", "SUPERTUNING", r=supra_r, lora_alpha=float(2 * supra_r),
            target_modules=QV),
-        _e("tinylora", "default", "TINYLORA", _lr(1e-3)),
-        _e("trainable_tokens", "sos+eos", "TRAINABLE_TOKENS", _lr(0.2),
+        _e("tinylora", "default", "TINYLORA", _lr(s, 1e-3)),
+        _e("trainable_tokens", "sos+eos", "TRAINABLE_TOKENS", _lr(s, 0.2),
            token_indices=sorted({s.bos_token_id, s.eos_token_id})),  # one token when bos is eos
         _e("unilora", "default", "UNILORA", r=r, target_modules=QV),
         _e("vblora", "default", "VBLORA", vector_length=_divisor_at_most(width_gcd, 256), target_modules=QV),
-        _e("vera", "default", "VERA", _lr(1e-3), r=wide_r),
+        _e("vera", "default", "VERA", _lr(s, 1e-3), r=wide_r),
         _e("waveft", f"n_frequency-{n_freq}", "WAVEFT", n_frequency=n_freq, target_modules=QV),
     ]  # fmt: skip
 
@@ -274,7 +300,13 @@ def catalogue(scale: Scale, *, max_steps: int = 5000) -> list[Entry]:
     `max_steps` is the task's training length, which schedules such as AdaLoRA's depend on.
     """
     entries = [
-        Entry("full-finetuning", "lr_0.00001", None, {}, {"optimizer_kwargs": {"lr": 1e-5}}),
+        Entry(
+            "full-finetuning",
+            "lr_0.00001" if scale.lr_factor == 1.0 else f"lr_{scale.full_finetuning_lr:g}",
+            None,
+            {},
+            {"optimizer_kwargs": {"lr": scale.full_finetuning_lr}},
+        ),
         *_lora_family(scale),
         *_prompt_methods(scale),
         *_additive_methods(scale, max_steps=max_steps),
@@ -333,7 +365,7 @@ def write_catalogue(
     return changed
 
 
-def _scale_for(args: argparse.Namespace, task_dir: Path) -> Scale:
+def _scale_for(args: argparse.Namespace, task_dir: Path, *, default_lr: float) -> Scale:
     if args.model_config:
         path = Path(args.model_config)
         try:
@@ -350,7 +382,10 @@ def _scale_for(args: argparse.Namespace, task_dir: Path) -> Scale:
         from peftbench.tasks import get_task
 
         prefix = args.prefix or get_task(task_dir.name).base_model_short
-        return Scale.from_model_config(config, prefix=prefix)
+        scale = Scale.from_model_config(config, prefix=prefix)
+        scale = dataclasses.replace(scale, lr_factor=default_lr / REFERENCE_DEFAULT_LR)
+        full_ft_lr = args.full_finetuning_lr or scale.lr(LLAMA_3_2_3B.full_finetuning_lr)
+        return dataclasses.replace(scale, full_finetuning_lr=full_ft_lr)
     name = args.scale
     if name not in BUILTIN_SCALES:
         raise BadInput(
@@ -373,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prefix", help="experiment name prefix with --model-config (default: the task's base_model_short)"
     )
+    parser.add_argument(
+        "--full-finetuning-lr",
+        type=float,
+        help="with --model-config: full fine-tuning's lr (default: the reference's scaled like the others)",
+    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file differs")
     return parser  # fmt: skip
 
@@ -385,10 +425,12 @@ def main(argv: list[str] | None = None, *, print_fn: Callable[..., None] = print
         if not defaults_path.is_file():
             raise BadInput(f"{task_dir}: not a task folder (no {DEFAULT_PARAMS})")
         try:
-            max_steps = int(json.loads(defaults_path.read_text(encoding="utf-8"))["max_steps"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise BadInput(f"{defaults_path}: needs an integer max_steps ({exc})") from None
-        scale = _scale_for(args, task_dir)
+            defaults = json.loads(defaults_path.read_text(encoding="utf-8"))
+            max_steps = int(defaults["max_steps"])
+            default_lr = float(defaults.get("optimizer_kwargs", {}).get("lr", REFERENCE_DEFAULT_LR))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BadInput(f"{defaults_path}: needs an integer max_steps and a numeric lr ({exc})") from None
+        scale = _scale_for(args, task_dir, default_lr=default_lr)
         entries = catalogue(scale, max_steps=max_steps)
         experiments_dir = task_dir / "experiments"
         changed = write_catalogue(entries, scale, experiments_dir=experiments_dir, check=args.check)

@@ -1,8 +1,9 @@
 """The synthetic pretraining corpus of the tinymath base model: general text with arithmetic.
 
-Documents mix four kinds of segment: arithmetic facts ("35 + 28 = 63."), chained computations
+Documents mix five kinds of segment: arithmetic facts ("35 + 28 = 63."), chained computations
 ("35 + 28 = 63. 63 - 16 = 47."), short stories in which quantities change, mostly worked out as
-they go ("Tom has 35 apples. He buys 28 more apples. 35 + 28 = 63. Now Tom has 63 apples.") and
+they go ("Tom has 35 apples. He buys 28 more apples. 35 + 28 = 63. Now Tom has 63 apples."),
+stories told whole and worked out after ("... Tom starts with 35 apples. 35 + 28 = 63. ...") and
 simple sentences about people and things. Every
 word of the task's prompt template and problems occurs here, in other contexts, but never the
 task's question/answer format ("Question: ... Answer:", "The answer is: N").
@@ -16,16 +17,16 @@ import itertools
 import random
 from collections.abc import Iterator
 
-from peftbench.tasks.tinymath.problems import next_step
+from peftbench.tasks.tinymath.problems import make_story, next_step
 from peftbench.tasks.tinymath.words import ADJECTIVES, CONTAINERS, PEOPLE, PLACES, THINGS
 
 # bump when the corpus changes (the base model must then be rebuilt)
-CORPUS_VERSION = "2"
+CORPUS_VERSION = "3"
 # the held-out documents of the forgetting metric come from their own stream and are never trained on
 FORGETTING_SEED = 2000
 NUM_FORGETTING_TEXTS = 200
 # segment kind -> probability (by count of segments)
-MIX = {"fact": 0.35, "chain": 0.25, "story": 0.30, "sentence": 0.10}
+MIX = {"fact": 0.30, "chain": 0.20, "story": 0.20, "worked": 0.20, "sentence": 0.10}
 
 
 def fact(rng: random.Random) -> str:
@@ -92,6 +93,19 @@ def story(rng: random.Random) -> str:
     return " ".join(parts)
 
 
+def worked_story(rng: random.Random) -> str:
+    """A whole story told first and worked out after, then what the quantity is.
+
+    The working must copy numbers, the name and the thing from up to 60 tokens back. Corpus
+    version 2 only worked stories out as they went, and then a rank-8 LoRA copied numbers from the
+    wrong sentence and scored at most 2.6% (task README). The story is the task's own generator,
+    but never asked as a question and never ended with "The answer is".
+    """
+    story = make_story(rng)
+    closing = f"Now {story.who.name} has {story.value} {story.thing}."
+    return " ".join([*story.sentences, *story.working, closing])
+
+
 def sentence(rng: random.Random) -> str:
     """A simple sentence; together they use every word of the prompt template in other contexts."""
     who, other = rng.sample(PEOPLE, 2)
@@ -141,7 +155,7 @@ def sentence(rng: random.Random) -> str:
     return rng.choice(templates)
 
 
-SEGMENTS = {"fact": fact, "chain": chain, "story": story, "sentence": sentence}
+SEGMENTS = {"fact": fact, "chain": chain, "story": story, "worked": worked_story, "sentence": sentence}
 
 
 def document(rng: random.Random) -> str:

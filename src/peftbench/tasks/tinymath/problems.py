@@ -98,7 +98,19 @@ def distractor(rng: random.Random, *, other: Person, thing: str) -> str:
     return rng.choice((f"{other.name} has {n} {thing}.", f"{other.name} buys {n} {thing}."))
 
 
-def make_problem(rng: random.Random) -> Example:
+@dataclass(frozen=True)
+class Story:
+    """A problem's story before it is asked: its sentences, the working, and the final quantity."""
+
+    who: Person
+    thing: str
+    sentences: list[str]
+    working: list[str]
+    value: int
+
+
+def make_story(rng: random.Random) -> Story:
+    """The body of a problem (the pretraining corpus also tells such stories, worked out after)."""
     who, other = rng.sample(PEOPLE, 2)
     thing, other_thing = rng.sample(THINGS, 2)
     value, first, first_working = start_value(rng, who=who, thing=thing)
@@ -120,9 +132,14 @@ def make_problem(rng: random.Random) -> Example:
         value = step.result
     if distract_at == n_steps:
         sentences.append(distractor(rng, other=other, thing=other_thing))
-    query = " ".join([*sentences, f"How many {thing} does {who.name} have now?"])
-    response = " " + " ".join([*working, f"The answer is: {value}"])
-    return Example(query=query, response=response, answer=str(value))
+    return Story(who=who, thing=thing, sentences=sentences, working=working, value=value)
+
+
+def make_problem(rng: random.Random) -> Example:
+    story = make_story(rng)
+    query = " ".join([*story.sentences, f"How many {story.thing} does {story.who.name} have now?"])
+    response = " " + " ".join([*story.working, f"The answer is: {story.value}"])
+    return Example(query=query, response=response, answer=str(story.value))
 
 
 def make_problems(rng: random.Random, *, count: int, exclude: set[str] = frozenset()) -> list[Example]:
