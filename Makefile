@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 TASK ?= benchmarks/tinymath
 JOBS ?= 2
 # the embedded benchmark's representative experiments for the demo (quick variant)
-DEMO_FILTER ?= full-finetuning/*,lora/tiny-llama-rank8,ia3/tiny-llama-default,prompt_tuning/tiny-llama-default
+DEMO_FILTER ?= full-finetuning/*,lora/tiny-llama-rank8-attention,ia3/tiny-llama-default,prompt_tuning/tiny-llama-default
 
 .PHONY: install demo test lint format
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-EXPERIMENT = REPO / "benchmarks" / "tinymath" / "experiments" / "lora" / "tiny-llama-rank8"
+EXPERIMENT = REPO / "benchmarks" / "tinymath" / "experiments" / "lora" / "tiny-llama-rank8-attention"
 GOLDEN = REPO / "tests" / "golden" / "tinymath-lora-quick.json"
 UPDATE_ENV = "PEFTBENCH_UPDATE_GOLDEN"
 
@@ -107,7 +107,7 @@ def write_golden() -> dict[str, Any]:
 
 @pytest.mark.slow  # about 6 CPU-minutes on the 2-core development machine (docs/lint.md)
 @pytest.mark.skipif(
-    not EXPERIMENT.is_dir(), reason="the embedded benchmark's lora/tiny-llama-rank8 is absent"
+    not EXPERIMENT.is_dir(), reason="the embedded benchmark's lora/tiny-llama-rank8-attention is absent"
 )
 def test_quick_run_reproduces_the_golden_metrics() -> None:
     if os.environ.get(UPDATE_ENV):

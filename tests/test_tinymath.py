@@ -231,7 +231,7 @@ def test_task_folder_layout_and_configs():
     experiments = {e.experiment_name: e for e in discover(TASK_DIR)}
     for name in (
         "full-finetuning/tiny-llama-lr_0.002",
-        "lora/tiny-llama-rank8",
+        "lora/tiny-llama-rank8-attention",
         "ia3/tiny-llama-default",
         "prompt_tuning/tiny-llama-default",
     ):
