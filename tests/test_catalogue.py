@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -17,6 +18,15 @@ from peftbench.config import build_config, read_json_object
 
 REPO = Path(__file__).resolve().parent.parent
 METAMATHQA = REPO / "benchmarks" / "MetaMathQA"
+TINYMATH = REPO / "benchmarks" / "tinymath"
+# how benchmarks/tinymath/experiments was generated (its README says the same)
+TINYMATH_ARGS = [
+    str(TINYMATH),
+    "--model-config",
+    str(TINYMATH / "base_model" / "config.json"),
+    "--full-finetuning-lr",
+    "2e-3",
+]
 
 # hidden 64, 2 layers: small enough for every method in a few hundred milliseconds
 TINY = LlamaConfig(
@@ -97,6 +107,36 @@ def test_generated_config_loads_and_trains_on_a_tiny_llama(entry, tiny_catalogue
 def test_metamathqa_catalogue_is_up_to_date():
     lines = []
     assert cat.main([str(METAMATHQA), "--check"], print_fn=lines.append) == 0, lines
+
+
+def test_tinymath_catalogue_is_up_to_date():
+    lines = []
+    assert cat.main([*TINYMATH_ARGS, "--check"], print_fn=lines.append) == 0, lines
+
+
+def test_learning_rates_keep_their_ratio_to_the_task_default():
+    s = dataclasses.replace(TINY_SCALE, lr_factor=100.0)  # task default 1e-2, reference default 1e-4
+    assert s.lr(1e-4) == pytest.approx(1e-2)  # the reference default becomes the task default
+    assert s.lr(5e-5) == pytest.approx(5e-3)  # OSF: half the default, here too
+    assert s.lr(1e-3) == cat.LR_CAP  # 10x methods (IA3, VeRA) stop at the cap
+    assert s.lr(0.3) == 0.3  # methods tuned above the cap (C3A) keep their own
+    assert s.lr_name("0.001", 1e-3) == "0.05"
+    assert (TINY_SCALE.lr(1e-3), TINY_SCALE.lr_name("0.001", 1e-3)) == (1e-3, "0.001")  # the reference's own
+
+
+def test_a_scaled_catalogue_names_its_experiments_by_the_scaled_lr(tmp_path):
+    task = tmp_path / "tinymath"
+    task.mkdir()
+    (task / cat.DEFAULT_PARAMS).write_text(json.dumps({"max_steps": 50, "optimizer_kwargs": {"lr": 1e-2}}))
+    (tmp_path / "config.json").write_text(TINY.to_json_string())
+    argv = [str(task), "--model-config", str(tmp_path / "config.json"), "--full-finetuning-lr", "2e-3"]
+    assert cat.main(argv, print_fn=lambda *a: None) == 0
+    ia3 = task / "experiments" / "ia3" / "tiny-llama-lr_0.05"
+    assert json.loads((ia3 / cat.TRAINING_PARAMS).read_text()) == {"optimizer_kwargs": {"lr": 0.05}}
+    full = task / "experiments" / "full-finetuning" / "tiny-llama-lr_0.002"
+    assert json.loads((full / cat.TRAINING_PARAMS).read_text()) == {"optimizer_kwargs": {"lr": 0.002}}
+    # methods without an lr of their own in the reference use the task default: no training_params
+    assert not (task / "experiments" / "lora" / "tiny-llama-rank4" / cat.TRAINING_PARAMS).exists()
 
 
 def committed_experiments() -> list[Path]:
@@ -213,13 +253,20 @@ def test_model_config_sizes_the_catalogue(tmp_path):
             'unknown scale "llama-3.2-3b" (did you mean "llama-3.2-3B"?)',
         ),
         (["{task}", "--model-config", "{tmp}/missing.json"], "cannot read a model config"),
+        (["{task}", "--model-config", "{config}", "--full-finetuning-lr", "-1"], "must be positive"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     task = tmp_path / "MetaMathQA"
     task.mkdir()
     (task / cat.DEFAULT_PARAMS).write_text(json.dumps({"max_steps": 50}))
-    argv = [a.replace("{tmp}", str(tmp_path)).replace("{task}", str(task)) for a in args]
+    (tmp_path / "config.json").write_text(TINY.to_json_string())
+    argv = [
+        a.replace("{tmp}", str(tmp_path))
+        .replace("{task}", str(task))
+        .replace("{config}", str(tmp_path / "config.json"))
+        for a in args
+    ]
     assert cat.main(argv, print_fn=lambda *a: None) == 2
     err = capsys.readouterr().err
     assert message in err

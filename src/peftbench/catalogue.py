@@ -10,8 +10,13 @@ PiSSA, OLoRA, Riemannian). `--check` only compares and exits 1 when a file diffe
 Hyperparameters follow the reference suite's MetaMathQA experiments on Llama-3.2-3B (rank 32,
 alpha 64, the learning rates that worked there) and are scaled to the base model's shapes by
 `Scale`: ranks, block sizes, virtual tokens and per-module patterns must fit the model (the
-embedded tinymath model is a 4-layer, hidden-192 Llama). A method that needs something the runner
-does not provide is listed in `EXCLUDED` with the reason.
+embedded tinymath model is a 4-layer, hidden-192 Llama). With `--model-config`, learning rates
+keep their ratio to the task's default lr (see `Scale.lr`), and full fine-tuning takes
+`--full-finetuning-lr` (measured per task: it does not follow the adapters' ratio). A method that
+needs something the runner does not provide is listed in `EXCLUDED` with the reason.
+
+    python -m peftbench.catalogue benchmarks/tinymath \
+        --model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3
 """
 
 from __future__ import annotations
@@ -384,6 +389,8 @@ def _scale_for(args: argparse.Namespace, task_dir: Path, *, default_lr: float) -
         prefix = args.prefix or get_task(task_dir.name).base_model_short
         scale = Scale.from_model_config(config, prefix=prefix)
         scale = dataclasses.replace(scale, lr_factor=default_lr / REFERENCE_DEFAULT_LR)
+        if args.full_finetuning_lr is not None and not args.full_finetuning_lr > 0:
+            raise BadInput(f"--full-finetuning-lr must be positive, got {args.full_finetuning_lr}")
         full_ft_lr = args.full_finetuning_lr or scale.lr(LLAMA_3_2_3B.full_finetuning_lr)
         return dataclasses.replace(scale, full_finetuning_lr=full_ft_lr)
     name = args.scale
@@ -428,6 +435,8 @@ def main(argv: list[str] | None = None, *, print_fn: Callable[..., None] = print
             defaults = json.loads(defaults_path.read_text(encoding="utf-8"))
             max_steps = int(defaults["max_steps"])
             default_lr = float(defaults.get("optimizer_kwargs", {}).get("lr", REFERENCE_DEFAULT_LR))
+            if not default_lr > 0:
+                raise ValueError(f"lr {default_lr} is not positive")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadInput(f"{defaults_path}: needs an integer max_steps and a numeric lr ({exc})") from None
         scale = _scale_for(args, task_dir, default_lr=default_lr)
