@@ -216,6 +216,56 @@ def test_table_command_formats(task_dir, capsys):
     assert "3,000" in markdown  # whole numbers with separators
 
 
+def test_table_command_sorts_and_picks_columns(task_dir, capsys):
+    assert (
+        cli(
+            [
+                "table",
+                str(task_dir),
+                "--format",
+                "csv",
+                "--columns",
+                "experiment_name,test_accuracy",
+                "--sort",
+                "test_accuracy",
+                "--descending",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "experiment_name,test_accuracy"
+    accuracies = [float(line.split(",")[1]) for line in lines[1:] if line.split(",")[1]]
+    assert accuracies == sorted(accuracies, reverse=True) and len(set(accuracies)) > 1
+    assert (
+        cli(
+            [
+                "table",
+                str(task_dir),
+                "--format",
+                "csv",
+                "--columns",
+                "test_accuracy",
+                "--sort",
+                "test_accuracy",
+            ]
+        )
+        == 0
+    )
+    ascending = [float(x) for x in capsys.readouterr().out.strip().splitlines()[1:] if x]
+    assert ascending == sorted(ascending)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--columns", "experiment_name,test_acc"), ("--sort", "test_acc")]
+)
+def test_table_command_rejects_an_unknown_column(task_dir, capsys, option, value):
+    assert cli(["table", str(task_dir), option, value]) == 2
+    err = capsys.readouterr().err
+    assert f'{option}: unknown column "test_acc" (did you mean "test_accuracy"?)' in err
+    assert err.strip().count("\n") <= 1  # the summary line, then the error
+
+
 def test_table_command_on_empty_and_bad_input(tmp_path, capsys):
     (tmp_path / "t" / "results").mkdir(parents=True)
     assert cli(["table", str(tmp_path / "t")]) == 0

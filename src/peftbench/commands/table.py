@@ -17,6 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include-temporary", action="store_true", help="with a task folder, also its temporary_results/"
     )
+    parser.add_argument(
+        "--columns", help="comma-separated columns to show, in this order (default: compact or all)"
+    )
+    parser.add_argument("--sort", metavar="COLUMN", help="sort rows by this column (missing values last)")
+    parser.add_argument("--descending", action="store_true", help="with --sort: largest first")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,13 +41,20 @@ def main(args: argparse.Namespace) -> int:
     print(loaded.summary, file=sys.stderr)
     if table.empty:
         return 0
-    if args.all_columns or args.format != "markdown":
+    if args.columns:
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+        _check_columns(columns, table, "--columns")
+    elif args.all_columns or args.format != "markdown":
         columns = display_columns(table)
     else:
         metrics = {m.name: m for task in tasks_in(table) for m in task_metrics(task)[0]}.values()
         columns = compact_columns(table, metrics)
         if table["task"].nunique() > 1:
             columns.insert(0, "task")
+    if args.sort:
+        _check_columns([args.sort], table, "--sort")
+        # stable: ties keep the table's order (by experiment, then seed)
+        table = table.sort_values(args.sort, ascending=not args.descending, kind="stable", na_position="last")
     view = table[columns]
     if args.format == "csv":
         view.to_csv(sys.stdout, index=False)
@@ -59,6 +71,14 @@ def main(args: argparse.Namespace) -> int:
             ) from None
         print(text)
     return 0
+
+
+def _check_columns(columns: list[str], table, option: str) -> None:
+    from peftbench.errors import BadInput, did_you_mean
+
+    for column in columns:
+        if column not in table.columns:
+            raise BadInput(f'{option}: unknown column "{column}"{did_you_mean(column, table.columns)}')
 
 
 def _float_formats(view) -> tuple[str, ...]:
