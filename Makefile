@@ -9,7 +9,7 @@ JOBS ?= 2
 # the embedded benchmark's representative experiments for the demo (quick variant)
 DEMO_FILTER ?= full-finetuning/*,lora/tiny-llama-rank8-attention,ia3/tiny-llama-default,prompt_tuning/tiny-llama-default
 
-.PHONY: install demo test lint format
+.PHONY: install demo test lint format catalogue
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,3 +42,10 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Regenerate the experiment catalogues: MetaMathQA at the reference's scale; tinymath sized to its
+# base model, with full fine-tuning's lr as measured in benchmarks/tinymath/README.md
+catalogue: install
+	$(BIN)/python -m peftbench.catalogue benchmarks/MetaMathQA
+	$(BIN)/python -m peftbench.catalogue benchmarks/tinymath \
+		--model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3
