@@ -217,42 +217,16 @@ def test_table_command_formats(task_dir, capsys):
 
 
 def test_table_command_sorts_and_picks_columns(task_dir, capsys):
-    assert (
-        cli(
-            [
-                "table",
-                str(task_dir),
-                "--format",
-                "csv",
-                "--columns",
-                "experiment_name,test_accuracy",
-                "--sort",
-                "test_accuracy",
-                "--descending",
-            ]
-        )
-        == 0
-    )
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "experiment_name,test_accuracy"
-    accuracies = [float(line.split(",")[1]) for line in lines[1:] if line.split(",")[1]]
+    def csv_rows(*options: str) -> list[list[str]]:
+        assert cli(["table", str(task_dir), "--format", "csv", *options]) == 0
+        return [line.split(",") for line in capsys.readouterr().out.strip().splitlines()]
+
+    rows = csv_rows("--columns", "experiment_name,test_accuracy", "--sort", "test_accuracy", "--descending")
+    assert rows[0] == ["experiment_name", "test_accuracy"]
+    accuracies = [float(row[1]) for row in rows[1:] if row[1]]
     assert accuracies == sorted(accuracies, reverse=True) and len(set(accuracies)) > 1
-    assert (
-        cli(
-            [
-                "table",
-                str(task_dir),
-                "--format",
-                "csv",
-                "--columns",
-                "test_accuracy",
-                "--sort",
-                "test_accuracy",
-            ]
-        )
-        == 0
-    )
-    ascending = [float(x) for x in capsys.readouterr().out.strip().splitlines()[1:] if x]
+    rows = csv_rows("--columns", "test_accuracy", "--sort", "test_accuracy")
+    ascending = [float(row[0]) for row in rows[1:] if row[0]]
     assert ascending == sorted(ascending)
 
 
