@@ -124,6 +124,23 @@ def test_result_has_every_key_of_a_reference_file(task_dir, reference_dir):
     assert set(reference["train_info"]["metrics"][-1]) <= set(ours["train_info"]["metrics"][-1])
 
 
+def test_forgetting_baseline_is_the_base_model_even_when_the_init_rewrites_it(task_dir):
+    """PiSSA moves principal components out of the base weights: switching the adapter off then is not
+    the base model, so the baseline is measured before wrapping (every method the same base loss)."""
+    pissa = task_dir / "experiments" / "lora" / "toy-pissa"
+    pissa.mkdir()
+    (pissa / "adapter_config.json").write_text(json.dumps({**LORA, "init_lora_weights": "pissa"}))
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 0
+    assert run_cli(pissa) == 0
+    before = {}
+    for path in result_files(task_dir, "temporary_results"):
+        data = load_result(path)
+        before[data["run_info"]["experiment_name"]] = data["train_info"]["metrics"][-1][
+            "forgetting loss before"
+        ]
+    assert before["lora/toy-pissa"] == pytest.approx(before["lora/toy-rank4"], rel=1e-6)
+
+
 def test_full_finetuning_run(task_dir):
     assert run_cli(task_dir / "experiments/full-finetuning/toy-default") == 0
     data = load_result(result_files(task_dir, "temporary_results")[0])

@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +92,20 @@ def execute(
 
     tic = time.perf_counter()
     created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    model, tokenizer, device, model_path = _build_model(experiment, config, peft_config)
     data = task.load_data(task_dir=experiment.task_dir, seed=0)
+    baseline: dict[str, float] = {}
+
+    def measure_forgetting_baseline(base_model: Any, tokenizer: Any, device: str) -> None:
+        # before PEFT wraps the model: some initialisations (PiSSA, OLoRA) rewrite the base weights
+        from peftbench.train import forgetting_loss
+
+        baseline["loss"] = forgetting_loss(
+            base_model, tokenizer, data.forgetting_texts, config=config, device=device
+        )
+
+    model, tokenizer, device, model_path = _build_model(
+        experiment, config, peft_config, on_base_model=measure_forgetting_baseline
+    )
 
     with _sigterm_as_interrupt():
         from peftbench.train import train
@@ -106,6 +118,7 @@ def execute(
             config=config,
             device=device,
             verbose=verbose,
+            forgetting_loss_before=baseline["loss"],
         )
     lo, hi = task.forgetting_loss_band
     if outcome.forgetting_loss_before is not None and not lo < outcome.forgetting_loss_before < hi:
@@ -174,7 +187,14 @@ def execute(
     return RunOutcome(record=record, path=path, checkpoint_dir=checkpoint_dir)
 
 
-def _build_model(experiment: Experiment, config: TrainConfig, peft_config: Any) -> tuple[Any, Any, str, str]:
+def _build_model(
+    experiment: Experiment,
+    config: TrainConfig,
+    peft_config: Any,
+    *,
+    on_base_model: Callable[[Any, Any, str], None] | None = None,
+) -> tuple[Any, Any, str, str]:
+    """Load the tokenizer and base model, call on_base_model(model, tokenizer, device), wrap with PEFT."""
     from peftbench import modeling
 
     seed_everything(config.seed)
@@ -192,6 +212,8 @@ def _build_model(experiment: Experiment, config: TrainConfig, peft_config: Any) 
         )
     except OSError as exc:
         raise BadInput(f'model_id "{config.model_id}": cannot load ({str(exc).splitlines()[0]})') from None
+    if on_base_model is not None:
+        on_base_model(model, tokenizer, device)
     if peft_config is not None:
         model = modeling.wrap_with_peft(
             model, peft_config, autocast_adapter_dtype=config.autocast_adapter_dtype

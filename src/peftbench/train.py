@@ -185,6 +185,7 @@ def train(
     config: TrainConfig,
     device: str,
     verbose: bool = False,
+    forgetting_loss_before: float | None = None,
 ) -> TrainOutcome:
     """Train for config.max_steps, validate every eval_steps, then test and measure forgetting.
 
@@ -215,11 +216,15 @@ def train(
         shuffle=task.shuffle_train,
     )
 
-    # forgetting baseline: the base model as it is, with the adapter (if any) switched off
-    with model.disable_adapter() if is_peft else nullcontext():
-        out.forgetting_loss_before = forgetting_loss(
-            model, tokenizer, data.forgetting_texts, config=config, device=device
-        )
+    if forgetting_loss_before is None:
+        # with the adapter switched off: the base model, unless the adapter's initialisation rewrote the
+        # base weights (PiSSA, OLoRA move principal components into the adapter); the runner therefore
+        # measures the baseline before wrapping and passes it in
+        with model.disable_adapter() if is_peft else nullcontext():
+            forgetting_loss_before = forgetting_loss(
+                model, tokenizer, data.forgetting_texts, config=config, device=device
+            )
+    out.forgetting_loss_before = forgetting_loss_before
 
     losses: list[float] = []
     durations: list[float] = []
