@@ -358,14 +358,14 @@ def test_sigterm_is_handled_like_ctrl_c():
 def test_non_finite_loss_stops_at_once(task_dir, monkeypatch):
     import peftbench.run
 
-    original = peftbench.run._build_model
+    original = peftbench.run._adapt
 
     def poisoned(*args, **kwargs):
-        model, tokenizer, device, path = original(*args, **kwargs)
+        model = original(*args, **kwargs)
         model.get_output_embeddings().register_forward_hook(lambda m, i, out: out * float("nan"))
-        return model, tokenizer, device, path
+        return model
 
-    monkeypatch.setattr(peftbench.run, "_build_model", poisoned)
+    monkeypatch.setattr(peftbench.run, "_adapt", poisoned)
     assert run_cli(task_dir / "experiments/lora/toy-rank4") == 1
     data = load_result(result_files(task_dir, "cancelled_results")[0])
     assert data["train_info"]["status"] == "canceled"

@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +85,8 @@ def execute(
         overrides["seed"] = seed
     config = load_train_config(experiment, quick=quick, overrides=overrides)
     peft_config = load_peft_config(experiment)
+    if config.init_kv_cache_prefix and peft_config is None:
+        raise BadInput('"init_kv_cache_prefix" applies to prefix tuning only, not to full fine-tuning')
     task = get_task(experiment.task_name)
     git = provenance.git_state(experiment.task_dir)
     cli_overrides = {k: v for k, v in overrides.items() if k != "seed"}
@@ -93,23 +95,15 @@ def execute(
     tic = time.perf_counter()
     created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     data = task.load_data(task_dir=experiment.task_dir, seed=0)
-    baseline: dict[str, float] = {}
+    model, tokenizer, device, model_path = _load_base_model(experiment, config)
+    from peftbench.train import forgetting_loss, train
 
-    def measure_forgetting_baseline(base_model: Any, tokenizer: Any, device: str) -> None:
-        # before PEFT wraps the model: some initialisations (PiSSA, OLoRA) rewrite the base weights
-        from peftbench.train import forgetting_loss
-
-        baseline["loss"] = forgetting_loss(
-            base_model, tokenizer, data.forgetting_texts, config=config, device=device
-        )
-
-    model, tokenizer, device, model_path = _build_model(
-        experiment, config, peft_config, on_base_model=measure_forgetting_baseline
-    )
+    # on the base model before PEFT wraps it: some initialisations (PiSSA, OLoRA) rewrite the base
+    # weights, and then switching the adapter off does not give the base model back
+    forgetting_before = forgetting_loss(model, tokenizer, data.forgetting_texts, config=config, device=device)
+    model = _adapt(model, tokenizer, config, peft_config)
 
     with _sigterm_as_interrupt():
-        from peftbench.train import train
-
         outcome = train(
             model=model,
             tokenizer=tokenizer,
@@ -118,7 +112,7 @@ def execute(
             config=config,
             device=device,
             verbose=verbose,
-            forgetting_loss_before=baseline["loss"],
+            forgetting_loss_before=forgetting_before,
         )
     lo, hi = task.forgetting_loss_band
     if outcome.forgetting_loss_before is not None and not lo < outcome.forgetting_loss_before < hi:
@@ -187,14 +181,14 @@ def execute(
     return RunOutcome(record=record, path=path, checkpoint_dir=checkpoint_dir)
 
 
-def _build_model(
-    experiment: Experiment,
-    config: TrainConfig,
-    peft_config: Any,
-    *,
-    on_base_model: Callable[[Any, Any, str], None] | None = None,
-) -> tuple[Any, Any, str, str]:
-    """Load the tokenizer and base model, call on_base_model(model, tokenizer, device), wrap with PEFT."""
+def _build_model(experiment: Experiment, config: TrainConfig, peft_config: Any) -> tuple[Any, Any, str, str]:
+    """The model as a run trains it: `_load_base_model`, then `_adapt`."""
+    model, tokenizer, device, model_path = _load_base_model(experiment, config)
+    return _adapt(model, tokenizer, config, peft_config), tokenizer, device, model_path
+
+
+def _load_base_model(experiment: Experiment, config: TrainConfig) -> tuple[Any, Any, str, str]:
+    """Seed, choose the device, load the tokenizer and the base model: (model, tokenizer, device, path)."""
     from peftbench import modeling
 
     seed_everything(config.seed)
@@ -212,8 +206,13 @@ def _build_model(
         )
     except OSError as exc:
         raise BadInput(f'model_id "{config.model_id}": cannot load ({str(exc).splitlines()[0]})') from None
-    if on_base_model is not None:
-        on_base_model(model, tokenizer, device)
+    return model, tokenizer, device, model_path
+
+
+def _adapt(model: Any, tokenizer: Any, config: TrainConfig, peft_config: Any) -> Any:
+    """Wrap the base model with PEFT (none for full fine-tuning), then compile if asked."""
+    from peftbench import modeling
+
     if peft_config is not None:
         model = modeling.wrap_with_peft(
             model, peft_config, autocast_adapter_dtype=config.autocast_adapter_dtype
@@ -224,13 +223,11 @@ def _build_model(
             initialize_kv_prefix_from_text(
                 model, tokenizer, text=config.init_kv_cache_prefix, use_chat_template=False
             )
-    elif config.init_kv_cache_prefix:
-        raise BadInput('"init_kv_cache_prefix" applies to prefix tuning only, not to full fine-tuning')
     if config.compile:
         import torch
 
         model = torch.compile(model, dynamic=True)
-    return model, tokenizer, device, model_path
+    return model
 
 
 def _checkpoint_size(model: Any, peft_config: Any, *, clean: bool) -> tuple[int, Path | None]:
