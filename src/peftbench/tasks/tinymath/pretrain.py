@@ -30,7 +30,7 @@ LOG_NAME = "pretrain_log.json"
 @dataclass(frozen=True)
 class PretrainSettings:
     """Everything that determines the base model. Sized from the prototype of issue 3: 8M training
-    tokens (8000 x 8 x 128), about 15 minutes with two threads on a quiet 2-core machine."""
+    tokens (8000 x 8 x 128), about 21 minutes with two threads on a quiet 2-core machine."""
 
     seed: int = 0  # weight initialisation
     steps: int = 8000
