@@ -31,6 +31,36 @@ class Generations:
     num_generated_tokens: int
 
 
+def ignores_position_ids(model: Any) -> bool:
+    """Whether left padding shifts the positions the model sees: peft drops `position_ids` for the
+    prompt-learning methods that prepend virtual tokens to the input (prompt tuning, p-tuning; see
+    `PeftModel._adjust_prompt_learning_kwargs`), so behind left padding a prompt's tokens sit further
+    from the virtual tokens than in training. Prefix-style methods (prefix tuning, cartridges) keep
+    them."""
+    config = getattr(model, "active_peft_config", None)
+    # PeftType is a str enum: it compares equal to its name
+    return bool(
+        config is not None
+        and config.is_prompt_learning
+        and config.peft_type not in ("PREFIX_TUNING", "CARTRIDGE")
+    )
+
+
+def prompt_batches(prompts: list[list[int]], *, batch_size: int, equal_length: bool) -> list[list[int]]:
+    """Indices of the prompts, longest first, cut into batches of at most batch_size; with
+    equal_length, a batch holds prompts of one length only, so that nothing is padded."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    if not equal_length:
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and len(prompts[batches[-1][0]]) == len(prompts[i]):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @torch.inference_mode()
 def generate(
     model: Any,
@@ -44,15 +74,14 @@ def generate(
 ) -> Generations:
     """Greedy completions of tokenized prompts, batched with left padding.
 
-    Prompts are sorted by length so that each batch pads little; transformers stops a batch as soon
-    as every sequence has produced EOS. Results come back in the original order.
+    Prompts are sorted by length so that each batch pads little (models that ignore position ids get
+    no padding at all: `ignores_position_ids`); transformers stops a batch as soon as every sequence
+    has produced EOS. Results come back in the original order.
     """
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     completions: list[str] = [""] * len(prompts)
     num_tokens = 0
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc="generate", leave=False, disable=not progress):
-        idx = order[start : start + batch_size]
+    batches = prompt_batches(prompts, batch_size=batch_size, equal_length=ignores_position_ids(model))
+    for idx in tqdm(batches, desc="generate", leave=False, disable=not progress):
         batch = tokenizer.pad(
             {"input_ids": [prompts[i] for i in idx]}, return_tensors="pt", padding_side="left"
         ).to(device)
