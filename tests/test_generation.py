@@ -101,11 +101,16 @@ def test_only_prompt_learning_methods_that_prepend_tokens_ignore_position_ids():
     from peft import LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    def wrapped(peft_config):
-        config = LlamaConfig(
-            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    def tiny_llama():
+        return LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=64,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+            )
         )
-        return get_peft_model(LlamaForCausalLM(config), peft_config)
 
     kinds = {
         "prompt tuning": PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2),
@@ -113,9 +118,8 @@ def test_only_prompt_learning_methods_that_prepend_tokens_ignore_position_ids():
         "prefix tuning": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2),
         "lora": LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"]),
     }
-    ignoring = {name for name, cfg in kinds.items() if ignores_position_ids(wrapped(cfg))}
+    ignoring = {
+        name for name, cfg in kinds.items() if ignores_position_ids(get_peft_model(tiny_llama(), cfg))
+    }
     assert ignoring == {"prompt tuning", "p-tuning"}
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
-    )
-    assert not ignores_position_ids(LlamaForCausalLM(config))
+    assert not ignores_position_ids(tiny_llama())  # full fine-tuning

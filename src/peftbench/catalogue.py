@@ -319,6 +319,32 @@ def catalogue(scale: Scale, *, max_steps: int = 5000) -> list[Entry]:
     return sorted(entries, key=lambda e: (e.method, e.variant))
 
 
+TUNED_SUFFIX = "-tuned-lr_"
+
+
+def tuned_entries(
+    entries: list[Entry], scale: Scale, tuned_lrs: dict[str, Any], *, default_optimizer_kwargs: dict[str, Any]
+) -> list[Entry]:
+    """One more experiment per `tuned_lrs` item ({"<method>/<name>": lr}): the catalogue's experiment
+    with only the lr changed, named `<name>-tuned-lr_<lr>`. The catalogue's own stays as the rule made
+    it, so that both results show; the lr was chosen on the validation split (see the LR_TRIES.md note
+    next to the catalogue's experiment)."""
+    by_name = {f"{e.method}/{e.name(scale)}": e for e in entries}
+    out = []
+    for name, lr in tuned_lrs.items():
+        if name not in by_name:
+            raise BadInput(f'tuned lrs: unknown experiment "{name}"{did_you_mean(name, by_name)}')
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise BadInput(f'tuned lrs: "{name}": the lr must be a positive number, got {json.dumps(lr)}')
+        base = by_name[name]
+        kwargs = {**base.training_params.get("optimizer_kwargs", default_optimizer_kwargs), "lr": float(lr)}
+        params = {**base.training_params, "optimizer_kwargs": kwargs}
+        out.append(
+            dataclasses.replace(base, variant=f"{base.variant}{TUNED_SUFFIX}{lr:g}", training_params=params)
+        )
+    return out
+
+
 def config_json(entry: Entry) -> str | None:
     """The adapter_config.json text of an entry, deterministic (sorted keys, sets as sorted lists)."""
     config = entry.peft_config()
@@ -402,6 +428,16 @@ def _scale_for(args: argparse.Namespace, task_dir: Path, *, default_lr: float) -
     return BUILTIN_SCALES[name]
 
 
+def _read_tuned_lrs(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read the tuned lrs ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f'{path}: expected a JSON object {{"<method>/<name>": lr}}, got {type(data).__name__}')
+    return data
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m peftbench.catalogue", description=__doc__.splitlines()[0]
@@ -419,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-finetuning-lr",
         type=float,
         help="with --model-config: full fine-tuning's lr (default: the reference's scaled like the others)",
+    )
+    parser.add_argument(
+        "--tuned-lrs",
+        help='JSON file {"<method>/<name>": lr}: add each experiment again at this lr',
     )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file differs")
     return parser  # fmt: skip
@@ -441,6 +481,12 @@ def main(argv: list[str] | None = None, *, print_fn: Callable[..., None] = print
             raise BadInput(f"{defaults_path}: needs an integer max_steps and a numeric lr ({exc})") from None
         scale = _scale_for(args, task_dir, default_lr=default_lr)
         entries = catalogue(scale, max_steps=max_steps)
+        if args.tuned_lrs:
+            tuned = _read_tuned_lrs(Path(args.tuned_lrs))
+            entries += tuned_entries(
+                entries, scale, tuned, default_optimizer_kwargs=defaults.get("optimizer_kwargs", {})
+            )
+            entries.sort(key=lambda e: (e.method, e.variant))
         experiments_dir = task_dir / "experiments"
         changed = write_catalogue(entries, scale, experiments_dir=experiments_dir, check=args.check)
     except BadInput as exc:
