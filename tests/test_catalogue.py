@@ -26,6 +26,8 @@ TINYMATH_ARGS = [
     str(TINYMATH / "base_model" / "config.json"),
     "--full-finetuning-lr",
     "2e-3",
+    "--tuned-lrs",
+    str(TINYMATH / "tuned_lrs.json"),
 ]
 
 # hidden 64, 2 layers: small enough for every method in a few hundred milliseconds

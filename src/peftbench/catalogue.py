@@ -13,10 +13,13 @@ alpha 64, the learning rates that worked there) and are scaled to the base model
 embedded tinymath model is a 4-layer, hidden-192 Llama). With `--model-config`, learning rates
 keep their ratio to the task's default lr (see `Scale.lr`), and full fine-tuning takes
 `--full-finetuning-lr` (measured per task: it does not follow the adapters' ratio). A method that
-needs something the runner does not provide is listed in `EXCLUDED` with the reason.
+needs something the runner does not provide is listed in `EXCLUDED` with the reason. `--tuned-lrs`
+adds, beside the rule's experiment, a copy at a learning rate chosen on the validation split
+(`tuned_entries`).
 
     python -m peftbench.catalogue benchmarks/tinymath \
-        --model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3
+        --model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3 \
+        --tuned-lrs benchmarks/tinymath/tuned_lrs.json
 """
 
 from __future__ import annotations
