@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -228,8 +229,12 @@ def test_check_reports_a_changed_file(tmp_path):
     lines: list[str] = []
     assert cat.main([str(task), "--check"], print_fn=lines.append) == 1
     assert lines == [f"out of date: {target}"]
+    untouched = task / "experiments" / "lora" / "llama-3.2-3B-rank64" / cat.ADAPTER_CONFIG
+    os.utime(untouched, ns=(0, 0))
     assert cat.main([str(task)], print_fn=lambda *a: None) == 0  # regenerating repairs it
     assert cat.main([str(task), "--check"], print_fn=lambda *a: None) == 0
+    # and leaves the files that were right alone: a sweep would take a newer config as a change
+    assert untouched.stat().st_mtime_ns == 0
 
 
 def test_model_config_sizes_the_catalogue(tmp_path):

@@ -380,7 +380,9 @@ def write_catalogue(
 ) -> list[Path]:
     """Write (or with check=True only compare) the catalogue; return the paths that differed.
 
-    Folders of the catalogue are rewritten as a whole; other experiment folders are left alone.
+    Only files whose text differs are written (or removed): a sweep takes a config file newer than
+    its result as a change, as make does, so rewriting identical files would make every run pending.
+    Other experiment folders are left alone.
     """
     plan = list(planned_files(entries, scale, experiments_dir))
     changed = [
@@ -389,6 +391,8 @@ def write_catalogue(
     if check:
         return changed
     for path, text in plan:
+        if path not in changed:
+            continue
         if text is None:
             path.unlink(missing_ok=True)
             continue
