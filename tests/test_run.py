@@ -331,6 +331,26 @@ def test_adalora_calls_update_and_allocate(task_dir, monkeypatch):
     assert calls == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("kasa", [True, False])
+def test_kasa_regularizers_join_the_loss_once_per_step(task_dir, monkeypatch, kasa):
+    from peft.tuners.lora import LoraModel
+
+    calls = []
+    original = LoraModel._get_kasa_loss
+    monkeypatch.setattr(LoraModel, "_get_kasa_loss", lambda self: (calls.append(1), original(self))[1])
+    exp_dir = task_dir / "experiments/lora/toy-kasa"
+    exp_dir.mkdir(parents=True)
+    config = {"peft_type": "LORA", "r": 2, "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}
+    if kasa:
+        config["kasa_config"] = {"beta": 1e-4, "gamma": 1e-3}
+    (exp_dir / "adapter_config.json").write_text(json.dumps(config))
+    (exp_dir / "training_params.json").write_text(json.dumps({"gradient_accumulation_steps": 2}))
+    assert run_cli(exp_dir) == 0
+    [path] = result_files(task_dir, "temporary_results")
+    steps = load_result(path)["run_info"]["train_config"]["max_steps"]
+    assert len(calls) == (2 * steps if kasa else 0)  # one call per micro-batch, each weighted 1/2
+
+
 def test_ctrl_c_lands_in_cancelled_results(task_dir, monkeypatch):
     import peftbench.train
 

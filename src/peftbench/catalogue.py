@@ -5,7 +5,7 @@
 `training_params.json` with the differences from the task's defaults where a method needs them) for
 every PEFT method of the installed peft that can adapt a LlamaForCausalLM, plus full fine-tuning
 (a folder without adapter_config.json) and the LoRA variants (DoRA, rsLoRA, LoRA+, LoRA-FA,
-PiSSA, OLoRA, Riemannian). `--check` only compares and exits 1 when a file differs.
+PiSSA, OLoRA, Riemannian, KaSA, MiCA, BD-LoRA, and LoRA on the MLP only). `--check` only compares and exits 1 when a file differs.
 
 Hyperparameters follow the reference suite's MetaMathQA experiments on Llama-3.2-3B (rank 32,
 alpha 64, the learning rates that worked there) and are scaled to the base model's shapes by
@@ -182,8 +182,28 @@ def _e(
     return Entry(method, variant, peft_type, config, params or {})
 
 
+def _mlp_ranks(s: Scale, *, nblocks: int) -> tuple[int, int]:
+    """Ranks on the MLP (gate, up, down) with about the trainable parameters of rank `s.rank` on
+    q and v, as the reference's rank 10 (plain) and rank 14 (BD-LoRA, a multiple of nblocks) on
+    Llama-3.2-3B. BD-LoRA's block-diagonal factor has 1/nblocks of the weights."""
+    h, i = s.hidden_size, s.intermediate_size
+    budget = s.rank * (2 * h + h + s.kv_dim)  # q: h -> h, v: h -> kv_dim
+    plain = max(1, round(budget / (3 * (h + i))))
+    per_rank_bd = 3 * (h + i // nblocks)  # gate, up: B block-diagonal; down: A block-diagonal
+    bd = max(nblocks, budget // per_rank_bd // nblocks * nblocks)
+    return plain, bd
+
+
 def _lora_family(s: Scale) -> list[Entry]:
     r, alpha = s.rank, 2 * s.rank
+    nblocks = 2
+    mlp_r, bd_r = _mlp_ranks(s, nblocks=nblocks)
+    # BD-LoRA: which factor is block-diagonal follows the layer's sharding (peft's BdLoraConfig)
+    bdlora = {
+        "target_modules_bd_a": ["o_proj", "down_proj"],
+        "target_modules_bd_b": ["q_proj", "v_proj", "k_proj", "up_proj", "gate_proj"],
+        "nblocks": nblocks,
+    }
     return [
         _e("lora", f"rank{r}", "LORA", r=r, lora_alpha=alpha),
         _e("lora", f"rank{2 * r}", "LORA", r=2 * r, lora_alpha=4 * r),
@@ -203,6 +223,14 @@ def _lora_family(s: Scale) -> list[Entry]:
         # PiSSA through peft's randomized SVD (4 iterations): a full SVD of every matrix is slow on 3B
         _e("lora", f"rank{r}-pissa", "LORA", r=r, lora_alpha=r, init_lora_weights="pissa_niter_4"),
         _e("lora", f"rank{r}-olora", "LORA", r=r, lora_alpha=r, init_lora_weights="olora"),
+        # KaSA truncates the base weight's smallest singular directions; its regularizers (beta, gamma)
+        # are added to the loss by the training loop
+        _e("lora", f"rank{r}-kasa", "LORA", r=r, lora_alpha=alpha, kasa_config={"beta": 1e-4, "gamma": 1e-3}),
+        # MiCA: B from the smallest singular directions of W, A zero
+        _e("lora", f"rank{r}-mica", "LORA", r=r, lora_alpha=alpha, init_lora_weights="mica"),
+        _e("lora", f"rank{mlp_r}-target-mlp", "LORA", r=mlp_r, lora_alpha=2 * mlp_r, target_modules=MLP),
+        _e("lora", f"rank{bd_r}-target-mlp-bdlora", "LORA", r=bd_r, lora_alpha=2 * bd_r, target_modules=MLP,
+           use_bdlora=bdlora),
     ]  # fmt: skip
 
 

@@ -196,6 +196,9 @@ def train(
     meter = MemoryMeter(device)
     is_peft = hasattr(model, "disable_adapter")
     is_adalora = is_peft and model.peft_config[model.active_adapter].peft_type == "ADALORA"
+    # KaSA's regularizers (on its singular values and the factors' orthogonality) are part of the
+    # method, but peft cannot add them to the loss itself: the training loop must (peft's KaSA docs)
+    uses_kasa = is_peft and getattr(model.peft_config[model.active_adapter], "kasa_config", None) is not None
     use_scaler = config.use_amp and device == "cuda" and config.dtype != "bfloat16"
     scaler = torch.amp.GradScaler(device, enabled=use_scaler)
     autocast = (lambda: torch.autocast(device_type=device)) if config.use_amp else nullcontext
@@ -250,7 +253,10 @@ def train(
                 mb = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
                 with autocast():
                     loss = model(**mb, num_items_in_batch=n_items).loss
-                scaler.scale(loss).backward()
+                objective = (
+                    loss + model.base_model._get_kasa_loss() / len(micro_batches) if uses_kasa else loss
+                )
+                scaler.scale(objective).backward()
                 step_loss += loss.detach()
                 samples += len(mb["input_ids"])
             loss_value = step_loss.item()  # the one host synchronisation per step
