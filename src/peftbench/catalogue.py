@@ -5,7 +5,8 @@
 `training_params.json` with the differences from the task's defaults where a method needs them) for
 every PEFT method of the installed peft that can adapt a LlamaForCausalLM, plus full fine-tuning
 (a folder without adapter_config.json) and the LoRA variants (DoRA, rsLoRA, LoRA+, LoRA-FA,
-PiSSA, OLoRA, Riemannian, KaSA, MiCA, BD-LoRA, and LoRA on the MLP only). `--check` only compares and exits 1 when a file differs.
+PiSSA, OLoRA, Riemannian, KaSA, MiCA, BD-LoRA, and LoRA on the MLP only). `--check` only compares
+and exits 1 when a file differs.
 
 Hyperparameters follow the reference suite's MetaMathQA experiments on Llama-3.2-3B (rank 32,
 alpha 64, the learning rates that worked there) and are scaled to the base model's shapes by
