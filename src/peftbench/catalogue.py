@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftbench.config import read_json_object
 from peftbench.errors import BadInput, did_you_mean
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -331,10 +332,18 @@ def _osf_pattern(s: Scale) -> dict[str, int]:
     return {name: max(1, dim - trainable) for name, dim in dims.items()}
 
 
-def catalogue(scale: Scale, *, max_steps: int = 5000) -> list[Entry]:
+def catalogue(
+    scale: Scale,
+    *,
+    max_steps: int = 5000,
+    tuned_lrs: dict[str, Any] | None = None,
+    default_optimizer_kwargs: dict[str, Any] | None = None,
+) -> list[Entry]:
     """Every experiment of the catalogue for a base model of this scale, sorted by id.
 
-    `max_steps` is the task's training length, which schedules such as AdaLoRA's depend on.
+    `max_steps` is the task's training length, which schedules such as AdaLoRA's depend on;
+    `tuned_lrs` adds copies at chosen learning rates (`tuned_entries`), whose optimizer_kwargs start
+    from `default_optimizer_kwargs` (the task's) where the experiment has none of its own.
     """
     entries = [
         Entry(
@@ -348,6 +357,10 @@ def catalogue(scale: Scale, *, max_steps: int = 5000) -> list[Entry]:
         *_prompt_methods(scale),
         *_additive_methods(scale, max_steps=max_steps),
     ]
+    if tuned_lrs:
+        entries += tuned_entries(
+            entries, scale, tuned_lrs, default_optimizer_kwargs=default_optimizer_kwargs or {}
+        )
     return sorted(entries, key=lambda e: (e.method, e.variant))
 
 
@@ -464,16 +477,6 @@ def _scale_for(args: argparse.Namespace, task_dir: Path, *, default_lr: float) -
     return BUILTIN_SCALES[name]
 
 
-def _read_tuned_lrs(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read the tuned lrs ({exc})") from None
-    if not isinstance(data, dict):
-        raise BadInput(f'{path}: expected a JSON object {{"<method>/<name>": lr}}, got {type(data).__name__}')
-    return data
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m peftbench.catalogue", description=__doc__.splitlines()[0]
@@ -516,13 +519,16 @@ def main(argv: list[str] | None = None, *, print_fn: Callable[..., None] = print
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadInput(f"{defaults_path}: needs an integer max_steps and a numeric lr ({exc})") from None
         scale = _scale_for(args, task_dir, default_lr=default_lr)
-        entries = catalogue(scale, max_steps=max_steps)
-        if args.tuned_lrs:
-            tuned = _read_tuned_lrs(Path(args.tuned_lrs))
-            entries += tuned_entries(
-                entries, scale, tuned, default_optimizer_kwargs=defaults.get("optimizer_kwargs", {})
-            )
-            entries.sort(key=lambda e: (e.method, e.variant))
+        try:
+            tuned = read_json_object(Path(args.tuned_lrs)) if args.tuned_lrs else None
+        except BadInput as exc:
+            raise BadInput(f"--tuned-lrs: {exc}") from None
+        entries = catalogue(
+            scale,
+            max_steps=max_steps,
+            tuned_lrs=tuned,
+            default_optimizer_kwargs=defaults.get("optimizer_kwargs", {}),
+        )
         experiments_dir = task_dir / "experiments"
         changed = write_catalogue(entries, scale, experiments_dir=experiments_dir, check=args.check)
     except BadInput as exc:

@@ -195,10 +195,11 @@ def train(
     out = TrainOutcome()
     meter = MemoryMeter(device)
     is_peft = hasattr(model, "disable_adapter")
-    is_adalora = is_peft and model.peft_config[model.active_adapter].peft_type == "ADALORA"
+    peft_config = model.peft_config[model.active_adapter] if is_peft else None
+    is_adalora = is_peft and peft_config.peft_type == "ADALORA"
     # KaSA's regularizers (on its singular values and the factors' orthogonality) are part of the
     # method, but peft cannot add them to the loss itself: the training loop must (peft's KaSA docs)
-    uses_kasa = is_peft and getattr(model.peft_config[model.active_adapter], "kasa_config", None) is not None
+    uses_kasa = getattr(peft_config, "kasa_config", None) is not None
     use_scaler = config.use_amp and device == "cuda" and config.dtype != "bfloat16"
     scaler = torch.amp.GradScaler(device, enabled=use_scaler)
     autocast = (lambda: torch.autocast(device_type=device)) if config.use_amp else nullcontext
