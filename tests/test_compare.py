@@ -218,7 +218,7 @@ def test_compare_reads_what_the_runner_writes(tmp_path, monkeypatch, capsys):
     task = make_task_dir(tmp_path, model_dir=tmp_path / "model")
     for experiment in ("lora/toy-rank4", "full-finetuning/toy-default"):
         for seed in ("0", "1"):
-            assert main(["run", "--clean", str(task / "experiments" / experiment), "--seed", seed]) == 0
+            assert main(["run", str(task / "experiments" / experiment), "--seed", seed]) == 0
     capsys.readouterr()
     code, out, err = run_cli(
         capsys,

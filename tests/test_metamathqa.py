@@ -267,7 +267,7 @@ def test_a_run_through_the_real_loader_with_a_tiny_model(local_data, tmp_path):
     (task_dir / "default_training_params.json").write_text(json.dumps(defaults))
     (experiment / "adapter_config.json").write_text(json.dumps(LORA))
 
-    assert main(["run", "--clean", str(experiment)]) == 0
+    assert main(["run", str(experiment)]) == 0
     [path] = sorted((task_dir / "temporary_results").glob("*.json"))
     record = load_result(path)
     assert record["run_info"]["task_name"] == "MetaMathQA"

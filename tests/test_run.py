@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def result_files(task_dir: Path, kind: str) -> list[Path]:
 
 
 def run_cli(*args: str) -> int:
-    return main(["run", "--clean", *map(str, args)])
+    return main(["run", *map(str, args)])
 
 
 def test_lora_run_writes_a_complete_result(task_dir, capsys):
@@ -102,17 +103,40 @@ def test_lora_run_writes_a_complete_result(task_dir, capsys):
     assert summary["status"] == "success" and summary["result"] == str(path)
 
 
-def test_without_clean_the_adapter_folder_is_kept_and_printed(task_dir, capsys):
-    assert main(["run", str(task_dir / "experiments/lora/toy-rank4")]) == 0
-    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("adapter saved in "))
-    folder = Path(line.removeprefix("adapter saved in "))
-    try:
-        assert (folder / "adapter_model.safetensors").is_file()
-        assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == "LORA"
-    finally:
-        import shutil
+def test_without_save_adapter_nothing_but_the_result_is_left(task_dir, tmp_path, monkeypatch, capsys):
+    temp = tmp_path / "system-temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where an adapter folder would go
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 0
+    assert list(temp.iterdir()) == []
+    assert "saved in" not in capsys.readouterr().err
+    [path] = result_files(task_dir, "temporary_results")
+    assert load_result(path)["train_info"]["file_size"] > 0
 
-        shutil.rmtree(folder)
+
+def test_save_adapter_keeps_it_where_asked_and_measures_those_files(task_dir, tmp_path, capsys):
+    folder = tmp_path / "adapters" / "rank4"
+    assert run_cli(task_dir / "experiments/lora/toy-rank4", "--save-adapter", folder) == 0
+    assert f"adapter saved in {folder}" in capsys.readouterr().err.splitlines()
+    assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    [path] = result_files(task_dir, "temporary_results")
+    size = (folder / "adapter_model.safetensors").stat().st_size
+    assert load_result(path)["train_info"]["file_size"] == size
+
+
+@pytest.mark.parametrize("occupied", ["file", "folder with a file"])
+def test_save_adapter_refuses_an_occupied_path_before_training(task_dir, tmp_path, capsys, occupied):
+    target = tmp_path / "taken"
+    if occupied == "file":
+        target.write_text("x")
+        problem = "is not a folder"
+    else:
+        target.mkdir()
+        (target / "notes.txt").write_text("mine")
+        problem = "is not empty"
+    assert run_cli(task_dir / "experiments/lora/toy-rank4", "--save-adapter", target) == 2
+    _assert_one_line_error(capsys, f"--save-adapter {target}: {problem}")
+    _assert_nothing_written(task_dir)
 
 
 def test_result_has_every_key_of_a_reference_file(task_dir, reference_dir):
@@ -141,8 +165,11 @@ def test_forgetting_baseline_is_the_base_model_even_when_the_init_rewrites_it(ta
     assert before["lora/toy-pissa"] == pytest.approx(before["lora/toy-rank4"], rel=1e-6)
 
 
-def test_full_finetuning_run(task_dir):
-    assert run_cli(task_dir / "experiments/full-finetuning/toy-default") == 0
+def test_full_finetuning_run(task_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    assert run_cli(task_dir / "experiments/full-finetuning/toy-default", "--save-adapter", folder) == 0
+    assert f"model saved in {folder}" in capsys.readouterr().err.splitlines()
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     data = load_result(result_files(task_dir, "temporary_results")[0])
     info = data["train_info"]
     assert data["run_info"]["peft_config"] is None
@@ -447,6 +474,19 @@ def test_bad_paths(task_dir, tmp_path, capsys):
     for path, message in cases:
         assert run_cli(path) == 2, path
         _assert_one_line_error(capsys, message)
+    (task_dir / "experiments/lora/toy-rank2").mkdir()
+    suggestions = [
+        ("experiments/lora/toy-rnak4", "experiments/lora/toy-rank4"),  # a typo in the name
+        ("experiments/lroa/toy-rank4", "experiments/lora/toy-rank4"),  # in the method
+        ("experimnts/lora/toy-rank2", "experiments/lora/toy-rank2"),  # above the method
+        ("experiments/full-fine-tuning/toy-default", "experiments/full-finetuning/toy-default"),
+    ]
+    for typo, meant in suggestions:
+        assert run_cli(task_dir / typo) == 2, typo
+        _assert_one_line_error(capsys, f'no such experiment folder (did you mean "{task_dir / meant}"?)')
+    assert run_cli(task_dir / "experiments/lora/zzzzzzzz") == 2
+    err = capsys.readouterr().err
+    assert "zzzzzzzz: no such experiment folder" in err and "did you mean" not in err  # nothing close
     (task_dir / "default_training_params.json").unlink()
     assert run_cli(task_dir / "experiments/lora/toy-rank4") == 2
     _assert_one_line_error(capsys, "has no default_training_params.json")

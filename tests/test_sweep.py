@@ -400,7 +400,7 @@ def test_local_backend_splits_cores_and_builds_the_run_command(task_dir, monkeyp
     run = runs_of(task_dir, seeds=[2])["lora/toy-rank4#2"]
     cmd = backend.command(run, quick=True)
     assert cmd[:4] == [sys.executable, "-m", "peftbench", "run"]
-    assert cmd[4:] == [str(run.experiment.path), "--seed", "2", "--threads", "2", "--clean", "--quick"]
+    assert cmd[4:] == [str(run.experiment.path), "--seed", "2", "--threads", "2", "--quick"]
     assert LocalBackend(jobs=16).threads == 1
     assert LocalBackend(jobs=2, cpus_per_run=3).threads == 3
 

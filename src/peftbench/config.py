@@ -8,6 +8,7 @@ is allowed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import textwrap
@@ -170,18 +171,44 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_object_field(name: str) -> bool:
+    return typing.get_origin(_HINTS[name]) is dict
+
+
 def check_keys(params: dict[str, Any], *, source: str) -> None:
+    """Every key names a field; a dotted key (`optimizer_kwargs.lr`, from --set) an object field."""
     for key in params:
-        if key not in FIELD_NAMES:
+        head, *rest = key.split(".")
+        if head not in FIELD_NAMES:
             raise BadInput(
-                f'{source}: unknown key "{key}"{did_you_mean(key, FIELD_NAMES)}; '
+                f'{source}: unknown key "{head}"{did_you_mean(head, FIELD_NAMES)}; '
                 f"run `peftbench config --explain` for the valid keys"
             )
+        if rest and not _is_object_field(head):
+            raise BadInput(
+                f'{source}: "{key}": "{head}" is {_type_name(_HINTS[head])}, not an object with keys; '
+                f"dotted keys work for: {', '.join(n for n in FIELD_NAMES if _is_object_field(n))}"
+            )
+
+
+def _set_dotted(merged: dict[str, Any], key: str, value: Any, *, source: str) -> None:
+    """Set `a.b.c` inside merged["a"], keeping the object's other keys (a copy: the layers stay as read)."""
+    parts = key.split(".")
+    merged[parts[0]] = copy.deepcopy(merged.get(parts[0], {}))
+    node = merged
+    for depth, part in enumerate(parts[:-1], start=1):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            where = ".".join(parts[:depth])
+            raise BadInput(f'{source}: "{key}": "{where}" is {json.dumps(node)}, not an object')
+    node[parts[-1]] = value
 
 
 def build_config(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
     """Merge parameter layers (source name, params), later ones winning, into a checked TrainConfig.
 
+    A dotted key (`optimizer_kwargs.lr`) changes one entry of an object and keeps the others; a plain
+    key replaces the whole value, objects included, as the reference's JSON files do.
     A bad value is reported against the last layer that set it, so the user knows which file to fix.
     """
     merged: dict[str, Any] = {}
@@ -189,8 +216,11 @@ def build_config(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
     for source, params in layers:
         check_keys(params, source=source)
         for key, value in params.items():
-            merged[key] = value
-            origin[key] = source
+            if "." in key:
+                _set_dotted(merged, key, value, source=source)
+            else:
+                merged[key] = value
+            origin[key.split(".")[0]] = source
     missing = [k for k in REQUIRED if k not in merged]
     if missing:
         raise BadInput(f"{layers[0][0]}: missing required keys: {', '.join(missing)}")
@@ -201,14 +231,35 @@ def build_config(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
         raise BadInput(f"{origin.get(key, layers[-1][0])}: {exc}") from None
 
 
+def value_sources(layers: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """Which layer set each value: keys are field names, or `field.key` for the entries of objects.
+
+    A plain key that sets an object sets each of its entries (and forgets the earlier entries'
+    sources, since the object is replaced); a dotted key sets that entry only.
+    """
+    sources: dict[str, str] = {}
+    for source, params in layers:
+        for key, value in params.items():
+            if "." not in key and isinstance(value, dict):
+                sources = {k: v for k, v in sources.items() if not k.startswith(f"{key}.")}
+                sources.update({f"{key}.{sub}": source for sub in value})
+            sources[key] = source
+    return sources
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`--set key=value` pairs; the value is JSON when it parses as JSON, else a plain string."""
+    """`--set key=value` pairs; the value is JSON when it parses as JSON, else a plain string.
+
+    `key` may be dotted (`optimizer_kwargs.lr=3e-3`) to change one entry of an object setting.
+    Keys are checked against the fields when the config is built (see `check_keys`).
+    """
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not all(key.split(".")):
             raise BadInput(
-                f'--set {item!r}: expected key=value, e.g. --set max_steps=100 or --set dtype="bfloat16"'
+                f"--set {item!r}: expected KEY=VALUE or KEY.ENTRY=VALUE, e.g. --set max_steps=100, "
+                f'--set dtype="bfloat16" or --set optimizer_kwargs.lr=3e-3'
             )
         try:
             overrides[key] = json.loads(raw)

@@ -7,6 +7,7 @@ An experiment is `benchmarks/<task>/experiments/<method>/<name>/` holding `adapt
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,12 @@ TRAINING_PARAMS = "training_params.json"
 DEFAULT_PARAMS = "default_training_params.json"
 QUICK_PARAMS = "quick_training_params.json"
 RESULT_DIRS = ("results", "temporary_results", "cancelled_results")
+LAYER_LABELS = {
+    DEFAULT_PARAMS: "default",
+    TRAINING_PARAMS: "experiment",
+    QUICK_PARAMS: "quick",
+    "--set": "--set",
+}
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ def resolve_experiment(path: str | Path) -> Experiment:
     if ".." in raw.parts:
         raise BadInput(f"{path}: experiment paths must not contain '..'")
     if not raw.exists():
-        raise BadInput(f"{path}: no such experiment folder")
+        raise BadInput(f"{path}: no such experiment folder{_closest_experiment(raw)}")
     if not raw.is_dir():
         raise BadInput(f"{path}: not a folder; expected <task>/experiments/<method>/<name>")
     absolute = raw.absolute()
@@ -94,6 +101,25 @@ def resolve_experiment(path: str | Path) -> Experiment:
     return Experiment(path=absolute, task_dir=task_dir)
 
 
+def _closest_experiment(raw: Path) -> str:
+    """' (did you mean "<folder>"?)' for the existing experiment folder closest to a path that does not
+    exist, or ''. Only the parts below a common base (the task's experiments folder where the path is
+    inside a task) are compared, so that a long shared prefix does not make every name look close."""
+    existing = next(p for p in raw.parents if p.exists())
+    task_dir = next((p for p in [existing, *existing.parents][:3] if (p / DEFAULT_PARAMS).is_file()), None)
+    if task_dir is None:
+        base = existing
+        candidates = [*base.glob("*/experiments/*/*"), *base.glob("benchmarks/*/experiments/*/*")]
+    else:
+        inside = raw.parts[: len(task_dir.parts) + 1] == (*task_dir.parts, "experiments")
+        base = task_dir / "experiments" if inside else task_dir
+        candidates = list(task_dir.glob("experiments/*/*"))
+    depth = len(base.parts)
+    tails = {str(Path(*c.parts[depth:])): c for c in candidates if c.is_dir()}
+    close = difflib.get_close_matches(str(Path(*raw.parts[depth:])), list(tails), n=1, cutoff=0.6)
+    return f' (did you mean "{tails[close[0]]}"?)' if close else ""
+
+
 def discover(task_dir: str | Path) -> list[Experiment]:
     """Every experiment folder of a task, sorted by id."""
     task_dir = Path(task_dir).absolute()
@@ -107,10 +133,11 @@ def discover(task_dir: str | Path) -> list[Experiment]:
     return found
 
 
-def load_train_config(
+def config_layers(
     exp: Experiment, *, quick: bool = False, overrides: dict[str, Any] | None = None
-) -> TrainConfig:
-    """Defaults, then the experiment's differences, then the quick variant, then command-line overrides."""
+) -> list[tuple[str, dict[str, Any]]]:
+    """(source, params) in the order they apply: defaults, the experiment's differences, the quick
+    variant, command-line overrides."""
     layers = [(str(exp.task_dir / DEFAULT_PARAMS), read_json_object(exp.task_dir / DEFAULT_PARAMS))]
     if exp.training_params_path.exists():
         layers.append((str(exp.training_params_path), read_json_object(exp.training_params_path)))
@@ -121,7 +148,19 @@ def load_train_config(
         layers.append((str(quick_path), read_json_object(quick_path)))
     if overrides:
         layers.append(("--set", overrides))
-    return build_config(layers)
+    return layers
+
+
+def layer_label(source: str) -> str:
+    """A layer's short name for people: default | experiment | quick | --set."""
+    return LAYER_LABELS.get(Path(source).name, source)
+
+
+def load_train_config(
+    exp: Experiment, *, quick: bool = False, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the experiment's differences, then the quick variant, then command-line overrides."""
+    return build_config(config_layers(exp, quick=quick, overrides=overrides))
 
 
 def load_peft_config(exp: Experiment) -> Any:

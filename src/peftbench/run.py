@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import signal
 import sys
 import tempfile
@@ -74,10 +73,13 @@ def execute(
     quick: bool = False,
     overrides: dict[str, Any] | None = None,
     verbose: bool = False,
-    clean: bool = True,
+    save_adapter: Path | None = None,
     write: bool = True,
 ) -> RunOutcome:
-    """Run one experiment. Bad input raises BadInput before anything is trained or written."""
+    """Run one experiment. Bad input raises BadInput before anything is trained or written.
+
+    The adapter (the whole model for full fine-tuning) is saved in `save_adapter` when given;
+    otherwise nothing but the result file is left behind."""
     from peftbench import modeling  # torch-heavy: imported when a run starts, not with this module
 
     overrides = dict(overrides or {})
@@ -122,7 +124,7 @@ def execute(
             file=sys.stderr,
         )
 
-    file_size, checkpoint_dir = _checkpoint_size(model, peft_config, clean=clean)
+    file_size, checkpoint_dir = _checkpoint_size(model, peft_config, save_dir=save_adapter)
     reserved = outcome.memory_reserved or [0]
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -230,16 +232,24 @@ def _adapt(model: Any, tokenizer: Any, config: TrainConfig, peft_config: Any) ->
     return model
 
 
-def _checkpoint_size(model: Any, peft_config: Any, *, clean: bool) -> tuple[int, Path | None]:
-    """Size of the saved adapter (safetensors); for full fine-tuning an estimate, as in the reference
-    (saving a whole model only to measure it is not worth the disk and time)."""
+def _checkpoint_size(model: Any, peft_config: Any, *, save_dir: Path | None) -> tuple[int, Path | None]:
+    """(size of the saved adapter's safetensors, the folder it stays in or None).
+
+    Without `save_dir` the adapter is saved in a temporary folder, measured and removed. For full
+    fine-tuning the size is an estimate, as in the reference (saving a whole model only to measure it
+    is not worth the disk and time), and the model is saved only when asked.
+    """
     if peft_config is None:
-        params = list(model.parameters())
-        return sum(p.numel() * p.element_size() for p in params), None
-    folder = Path(tempfile.mkdtemp(prefix="peftbench-adapter-"))
-    model.save_pretrained(str(folder))
-    size = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
-    if clean:
-        shutil.rmtree(folder, ignore_errors=True)
-        return size, None
-    return size, folder
+        if save_dir is not None:
+            model.save_pretrained(str(save_dir))
+        return sum(p.numel() * p.element_size() for p in model.parameters()), save_dir
+    if save_dir is not None:
+        model.save_pretrained(str(save_dir))
+        return _safetensors_size(save_dir), save_dir
+    with tempfile.TemporaryDirectory(prefix="peftbench-adapter-") as folder:
+        model.save_pretrained(folder)
+        return _safetensors_size(Path(folder)), None
+
+
+def _safetensors_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from peftbench.commands.config import add_set_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-v", "--verbose", action="store_true", help="log each evaluation as JSON on stderr; tracebacks"
     )
     parser.add_argument(
-        "--clean", action="store_true", help="delete the saved adapter after measuring its size"
+        "--save-adapter",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="save the trained adapter (the whole model for full fine-tuning) in DIR, a new or empty "
+        "folder; without it nothing but the result file is kept",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="override the config's seed (one result per seed)"
@@ -23,15 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the task's quick variant (quick_training_params.json); never a main run",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a training parameter (JSON value); never a main run",
-    )
+    add_set_option(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for this run")
+
+
+def check_save_dir(folder: Path) -> None:
+    """Before the run: saving into a folder that holds other files would mix them with the adapter's."""
+    from peftbench.errors import BadInput
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        problem = "is not a folder" if not folder.is_dir() else "is not empty"
+        raise BadInput(f"--save-adapter {folder}: {problem}; give a new or empty folder")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -40,6 +50,8 @@ def main(args: argparse.Namespace) -> int:
 
     experiment = resolve_experiment(args.experiment)
     overrides = parse_overrides(args.overrides)
+    if args.save_adapter is not None:
+        check_save_dir(args.save_adapter)
     if args.threads:
         import torch
 
@@ -52,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
         quick=args.quick,
         overrides=overrides,
         verbose=args.verbose,
-        clean=args.clean,
+        save_adapter=args.save_adapter,
     )
     final = outcome.record["train_info"]["metrics"][-1:] or [{}]
     summary = {
@@ -67,5 +79,6 @@ def main(args: argparse.Namespace) -> int:
         summary["error"] = outcome.record["run_info"]["error_msg"]
     print(json.dumps(summary))
     if outcome.checkpoint_dir is not None:
-        print(f"adapter saved in {outcome.checkpoint_dir}", file=sys.stderr)
+        what = "model" if experiment.is_full_finetuning else "adapter"
+        print(f"{what} saved in {outcome.checkpoint_dir}", file=sys.stderr)
     return 0 if outcome.status == "success" else 1

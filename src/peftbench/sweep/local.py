@@ -71,7 +71,7 @@ class LocalBackend:
 
     def command(self, run: Run, *, quick: bool) -> list[str]:
         cmd = [sys.executable, "-m", "peftbench", "run", str(run.experiment.path), "--seed", str(run.seed)]
-        cmd += ["--threads", str(self.threads), "--clean"]
+        cmd += ["--threads", str(self.threads)]
         return [*cmd, "--quick"] if quick else cmd
 
     def execute(self, run: Run, *, quick: bool, log_path: Path) -> RunReport:

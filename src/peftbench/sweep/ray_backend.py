@@ -51,7 +51,7 @@ def run_remote(
             f"Ray node {host}: the config files of {exp.experiment_name} differ from the driver's; "
             "update the checkout on that node"
         )
-    outcome = execute(exp, seed=seed, quick=quick, clean=True, write=False)
+    outcome = execute(exp, seed=seed, quick=quick, write=False)
     return {
         "record": outcome.record,
         "result": outcome.path.relative_to(exp.task_dir).as_posix(),
