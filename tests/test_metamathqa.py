@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +308,81 @@ def test_math_verify_key_becomes_the_declared_column():
 
     assert column_name(mm.MATH_VERIFY_KEY) == "test_accuracy_math_verify"
     assert mm.MetaMathQA().metric(column_name(mm.MATH_VERIFY_KEY)).higher_is_better
+
+
+# --- without a network: one clear line within seconds, never minutes of retries --------------------------
+
+CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens on the discard port: the connection is refused
+
+
+@pytest.fixture
+def hub_out_of_reach(monkeypatch):
+    """The hub's endpoint is a closed local port, and any download the probe failed to stop fails the test."""
+    from huggingface_hub import constants
+
+    from peftbench import hub
+
+    monkeypatch.setattr(constants, "ENDPOINT", CLOSED_PORT)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for env in mm.ENV_VARS.values():
+        monkeypatch.delenv(env, raising=False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(mm, "_load", no_download)
+    hub._unreachable_reason.cache_clear()
+    yield
+    hub._unreachable_reason.cache_clear()
+
+
+def test_unreachable_hub_fails_fast_naming_the_data_and_the_variables(hub_out_of_reach, tmp_path):
+    tic = time.perf_counter()
+    with pytest.raises(BadInput) as caught:
+        mm.MetaMathQA().load_data(task_dir=tmp_path)
+    assert time.perf_counter() - tic < 5
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{CLOSED_PORT} does not answer" in message
+    for needed in ("meta-math/MetaMathQA", "openai/gsm8k", "HuggingFaceFW/finewiki", *mm.ENV_VARS.values()):
+        assert needed in message
+    assert "HF_ENDPOINT" in message and "HF_HUB_OFFLINE=1" in message
+
+
+def test_only_the_sources_still_on_the_hub_are_named(hub_out_of_reach, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_GSM8K", str(tmp_path))  # a local folder needs no hub
+    with pytest.raises(BadInput) as caught:
+        mm.MetaMathQA().load_data(task_dir=tmp_path)
+    assert "openai/gsm8k" not in str(caught.value) and "PEFTBENCH_GSM8K" not in str(caught.value)
+    assert "meta-math/MetaMathQA" in str(caught.value)
+
+
+def test_unreachable_hub_model_fails_fast(hub_out_of_reach, monkeypatch):
+    import transformers
+
+    from peftbench import modeling
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", mm._load)  # must not be reached
+    with pytest.raises(
+        BadInput, match=r'model_id "meta-llama/Llama-3.2-3B" needs the Hugging Face hub.*--set'
+    ):
+        modeling.load_tokenizer("meta-llama/Llama-3.2-3B", max_seq_length=8)
+
+
+def test_offline_mode_without_a_cache_fails_fast_with_one_clear_line(tmp_path):
+    """HF_HUB_OFFLINE=1 with an empty cache, in a fresh process (the libraries read it at import)."""
+    env = {k: v for k, v in os.environ.items() if k not in mm.ENV_VARS.values()}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT=CLOSED_PORT)
+    script = (
+        "import time; from pathlib import Path; from peftbench.errors import BadInput;"
+        "from peftbench.tasks.metamathqa import MetaMathQA\n"
+        "tic = time.perf_counter()\n"
+        "try: MetaMathQA().load_data(task_dir=Path('.'))\n"
+        "except BadInput as exc: print(exc); print(time.perf_counter() - tic)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    message, seconds = done.stdout.strip().splitlines()
+    assert float(seconds) < 10
+    assert "meta-math/MetaMathQA" in message and "PEFTBENCH_METAMATHQA" in message

@@ -9,6 +9,7 @@ from typing import Any
 import psutil
 import torch
 
+from peftbench import hub
 from peftbench.errors import BadInput, RunFailed
 
 BUSY_ACCELERATOR_BYTES = 500 * 2**20  # the reference's threshold
@@ -39,6 +40,10 @@ def resolve_model_id(model_id: str, task_dir: Path) -> str:
 def load_tokenizer(model_id: str, *, max_seq_length: int) -> Any:
     from transformers import AutoTokenizer
 
+    if hub.is_hub_id(model_id):  # the first download of a run: fail fast when the hub is out of reach
+        hub.check_reachable(
+            f'model_id "{model_id}"', local_copy="set model_id to a local folder (--set model_id=/path)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_id)
     tokenizer.model_max_length = max_seq_length
     if tokenizer.pad_token is None:

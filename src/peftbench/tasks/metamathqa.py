@@ -21,6 +21,8 @@ Where the data comes from (for offline clusters and mirrors), one environment va
     '{"path": "/data/gsm8k", "name": "main"}' or
     '{"path": "openai/gsm8k", "name": "main", "revision": "<sha>"}'.
 - A hub mirror needs no variable of ours: set HF_ENDPOINT. A warm cache with HF_HUB_OFFLINE=1 works too.
+- Sources still on the hub are checked with one short request first (peftbench.hub), so that a
+  machine without a network gets one clear line at once, not minutes of retries.
 
 The sources actually used (and, when online, the hub commit of each) go to the result file's
 meta_info.dataset_info, under the reference's keys "metamath" and "gsm8k" plus "forgetting".
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from peftbench import hub
 from peftbench.errors import BadInput
 from peftbench.tasks import answers
 from peftbench.tasks.base import COMMON_METRICS, Example, Metric, Task, TaskData
@@ -73,7 +75,6 @@ _BUILDERS = {
     ".txt": "text",
     ".arrow": "arrow",
 }
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 MATH_VERIFY_KEY = "test accuracy math-verify"
 
 
@@ -119,6 +120,17 @@ def _load(source: str, spec: dict[str, Any]) -> Any:
         ) from exc
 
 
+def _check_hub(specs: dict[str, dict[str, Any]]) -> None:
+    """Fail within seconds, not after minutes of retries, when hub data cannot be fetched."""
+    on_hub = [source for source, spec in specs.items() if hub.is_hub_id(spec["path"])]
+    if on_hub:
+        hub.check_reachable(
+            f"the MetaMathQA task's data ({', '.join(specs[s]['path'] for s in on_hub)})",
+            local_copy=f"set {', '.join(ENV_VARS[s] for s in on_hub)} to local copies "
+            "(see peftbench.tasks.metamathqa)",
+        )
+
+
 def _split(source: str, loaded: Any, split: str) -> Any:
     """One split of what load_dataset returned (a dict of splits unless a split was asked for)."""
     if not hasattr(loaded, "keys"):
@@ -142,18 +154,18 @@ def _hub_info(spec: dict[str, Any]) -> dict[str, str | None]:
     """The hub commit and creation date of a hub dataset, as the reference records them; None offline."""
     info: dict[str, str | None] = {"sha": None, "created_at": None}
     path = spec["path"]
-    if not _HUB_ID.match(path) or Path(path).exists():
+    if not hub.is_hub_id(path):
         return info
     from huggingface_hub import HfApi, constants
 
     if constants.HF_HUB_OFFLINE:
         return info
     try:
-        hub = HfApi().dataset_info(path, revision=spec.get("revision"), timeout=10)
+        found = HfApi().dataset_info(path, revision=spec.get("revision"), timeout=10)
     except Exception as exc:  # the run does not depend on this record
         warnings.warn(f"could not read the hub info of {path}: {exc}", stacklevel=2)
         return info
-    return {"sha": hub.sha, "created_at": hub.created_at.isoformat() if hub.created_at else None}
+    return {"sha": found.sha, "created_at": found.created_at.isoformat() if found.created_at else None}
 
 
 def gsm8k_answer(solution: str, *, where: str) -> str:
@@ -203,6 +215,7 @@ class MetaMathQA(Task):
         """Load the three sources (see the module docstring). `seed` does not change the data: the
         validation draw is fixed so that every run sees the same questions, as in the reference."""
         specs = {source: source_spec(source) for source in DEFAULT_SOURCES}
+        _check_hub(specs)
         train, filter_info = self._train(specs["metamath"])
         valid, test = self._gsm8k(specs["gsm8k"])
         forgetting = self._forgetting(specs["forgetting"])
