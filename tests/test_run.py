@@ -527,3 +527,66 @@ def test_a_busy_accelerator_stops_the_run_before_loading(monkeypatch):
     with pytest.raises(RunFailed, match="80896 MiB in use"):
         modeling.check_accelerator_free("cuda")
     modeling.check_accelerator_free("cpu")  # nothing to check on a CPU
+
+
+# --- the warning before a long CPU run -------------------------------------------------------------------
+
+
+def test_cpu_time_estimate_counts_flops_per_parameter_and_token(monkeypatch):
+    from peftbench import modeling
+
+    monkeypatch.setattr(modeling, "CPU_FLOPS_PER_THREAD", 1e10)
+    estimate = modeling.estimated_cpu_seconds
+    assert estimate(num_params=10**9, train_tokens=10**6, eval_tokens=0, threads=1) == pytest.approx(6e5)
+    assert estimate(num_params=10**9, train_tokens=0, eval_tokens=10**6, threads=1) == pytest.approx(2e5)
+    assert estimate(num_params=10**9, train_tokens=10**6, eval_tokens=10**6, threads=4) == pytest.approx(2e5)
+
+
+def test_the_cpu_throughput_matches_the_committed_tinymath_runs():
+    """The documented throughput predicts the committed CPU runs' train time within a factor of 3."""
+    from peftbench import modeling
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "tinymath" / "results"
+    records = [load_result(p) for p in results.glob("*.json")]
+    assert len(records) > 10
+    for record in records:
+        info = record["train_info"]
+        threads = record["meta_info"]["system_info"]["torch_threads"]
+        tokens = info["metrics"][-1]["train total tokens"]
+        estimate = modeling.estimated_cpu_seconds(
+            num_params=info["num_total_params"], train_tokens=tokens, eval_tokens=0, threads=threads
+        )
+        assert 1 / 3 < estimate / info["train_time"] < 3, record["run_info"]["experiment_name"]
+
+
+def test_slow_cpu_warning_only_past_an_hour():
+    from peftbench.modeling import slow_cpu_warning
+
+    llama_3b = 3_212_749_824
+    full = slow_cpu_warning(num_params=llama_3b, train_tokens=5e6, eval_tokens=5e5, steps=5000, threads=2)
+    assert full.startswith("warning: this run of a 3.2B-parameter model on a CPU with 2 thread(s)")
+    assert "roughly 8 days: 5000 training steps (about 5M tokens)" in full and "--quick" in full
+    assert "\n" not in full
+    assert (
+        slow_cpu_warning(num_params=2_000_000, train_tokens=1e6, eval_tokens=1e5, steps=800, threads=1)
+        is None
+    )
+
+
+def test_a_long_cpu_run_warns_with_its_estimate(task_dir, monkeypatch, capsys):
+    from peftbench import modeling
+
+    seen = []
+    real = modeling.slow_cpu_warning
+    monkeypatch.setattr(modeling, "slow_cpu_warning", lambda **kw: seen.append(kw) or real(**kw))
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 0
+    assert "warning: this run" not in capsys.readouterr().err  # a toy run takes seconds
+    [path] = result_files(task_dir, "temporary_results")
+    actual = load_result(path)["train_info"]["metrics"][-1]["train total tokens"]
+    assert seen[0]["train_tokens"] == pytest.approx(actual, rel=0.3)  # estimated from a sample
+
+    monkeypatch.setattr(modeling, "CPU_FLOPS_PER_THREAD", 1.0)  # a very slow CPU
+    assert run_cli(task_dir / "experiments/lora/toy-rank4") == 0
+    err = capsys.readouterr().err.splitlines()
+    [warning] = [line for line in err if line.startswith("warning: this run of a")]
+    assert "on a CPU with" in warning and "4 training steps" in warning

@@ -14,6 +14,13 @@ from peftbench.errors import BadInput, RunFailed
 
 BUSY_ACCELERATOR_BYTES = 500 * 2**20  # the reference's threshold
 
+# A rough training throughput of one CPU thread, in FLOP/s, for the warning below: the committed
+# tinymath results reach a median of 7.2e10 (71 runs, 1 torch thread, counted as 6 FLOPs per parameter
+# per token, Kaplan et al. 2020: forward 2, backward 4). Bigger matrices use a core better, bfloat16
+# without AMX much worse, and threads do not scale perfectly: the estimate is a warning, not a claim.
+CPU_FLOPS_PER_THREAD = 7e10
+SLOW_CPU_RUN_S = 3600  # warn when a run would take more than an hour by the estimate
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -78,6 +85,43 @@ def load_base_model(
         model.enable_input_require_grads()
         model.gradient_checkpointing_enable()
     return model
+
+
+def estimated_cpu_seconds(*, num_params: int, train_tokens: float, eval_tokens: float, threads: int) -> float:
+    """Run time on a CPU at CPU_FLOPS_PER_THREAD per thread: 6 FLOPs per parameter and training token,
+    2 per parameter and evaluation token (prompt or generated; a forward pass only).
+
+    6 counts the weight gradients too; an adapter skips most of them (about 4 per parameter), so for
+    adapters this errs long, which suits a warning. Generation is slower per FLOP than training.
+    """
+    flops = 6 * num_params * train_tokens + 2 * num_params * eval_tokens
+    return flops / (CPU_FLOPS_PER_THREAD * max(1, threads))
+
+
+def slow_cpu_warning(
+    *, num_params: int, train_tokens: float, eval_tokens: float, steps: int, threads: int
+) -> str | None:
+    """One line when the estimate for this run on this CPU exceeds SLOW_CPU_RUN_S, else None."""
+    seconds = estimated_cpu_seconds(
+        num_params=num_params, train_tokens=train_tokens, eval_tokens=eval_tokens, threads=threads
+    )
+    if seconds <= SLOW_CPU_RUN_S:
+        return None
+    return (
+        f"warning: this run of a {num_params / 1e9:.2g}B-parameter model on a CPU with {threads} "
+        f"thread(s) takes roughly {_duration(seconds)}: {steps} training steps (about "
+        f"{train_tokens / 1e6:.3g}M tokens) and evaluation (at most {eval_tokens / 1e6:.3g}M tokens), "
+        f"estimated at 6 (training) or 2 (evaluation) FLOPs per parameter and token and "
+        f"{CPU_FLOPS_PER_THREAD:.2g} FLOP/s per thread; use a GPU, or try it out with --quick or "
+        f"--set max_steps=N"
+    )
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def wrap_with_peft(base_model: torch.nn.Module, peft_config: Any, *, autocast_adapter_dtype: bool) -> Any:

@@ -98,6 +98,7 @@ def execute(
     created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     data = task.load_data(task_dir=experiment.task_dir, seed=0)
     model, tokenizer, device, model_path = _load_base_model(experiment, config)
+    _warn_if_slow_on_cpu(model, tokenizer, data, config=config, device=device)
     from peftbench.train import forgetting_loss, train
 
     # on the base model before PEFT wraps it: some initialisations (PiSSA, OLoRA) rewrite the base
@@ -209,6 +210,43 @@ def _load_base_model(experiment: Experiment, config: TrainConfig) -> tuple[Any, 
     except OSError as exc:
         raise BadInput(f'model_id "{config.model_id}": cannot load ({str(exc).splitlines()[0]})') from None
     return model, tokenizer, device, model_path
+
+
+def _warn_if_slow_on_cpu(model: Any, tokenizer: Any, data: Any, *, config: TrainConfig, device: str) -> None:
+    """Before training, a CPU run that would take hours says so (see modeling.slow_cpu_warning).
+
+    Token counts come from spread samples of the examples, tokenized as training and evaluation do;
+    evaluation counts every prompt (validation at each eval step, then test) with max_new_tokens.
+    """
+    from peftbench import modeling
+
+    if device != "cpu" or not data.train:
+        return
+    import torch
+
+    def mean_tokens(examples: list[Any], *, with_response: bool) -> float:
+        sample = examples[:: max(1, len(examples) // 256)]
+        texts = [
+            config.query_template.format(query=e.query) + (e.response if with_response else "")
+            for e in sample
+        ]
+        return float(np.mean([len(ids) for ids in tokenizer(texts)["input_ids"]])) if texts else 0.0
+
+    per_example = min(mean_tokens(data.train, with_response=True) + 1, config.max_seq_length)  # + EOS
+    train_tokens = config.max_steps * config.batch_size * config.gradient_accumulation_steps * per_example
+    generated = config.generation_kwargs.get("max_new_tokens", config.generation_kwargs.get("max_length", 0))
+    evaluations = config.max_steps // config.eval_steps
+    eval_tokens = len(data.valid) * evaluations * (mean_tokens(data.valid, with_response=False) + generated)
+    eval_tokens += len(data.test) * (mean_tokens(data.test, with_response=False) + generated)
+    warning = modeling.slow_cpu_warning(
+        num_params=sum(p.numel() for p in model.parameters()),
+        train_tokens=train_tokens,
+        eval_tokens=eval_tokens,
+        steps=config.max_steps,
+        threads=torch.get_num_threads(),
+    )
+    if warning is not None:
+        print(warning, file=sys.stderr)
 
 
 def _adapt(model: Any, tokenizer: Any, config: TrainConfig, peft_config: Any) -> Any:
