@@ -549,7 +549,7 @@ def measure_in_process_fixed(b: Bench, sizes: Sizes) -> dict[str, Any]:
         "system info": lambda: provenance.system_info(b.device),
         "pytorch info": provenance.pytorch_info,
         "model fingerprint": lambda: weights_fingerprint(b.model_path),
-        "checkpoint save": lambda: _checkpoint_size(b.model, b.peft_config, clean=True),
+        "checkpoint save": lambda: _checkpoint_size(b.model, b.peft_config, save_dir=None),
     }
     for name, fn in parts.items():
         samples = []
@@ -586,7 +586,7 @@ def measure_quick_run(b: Bench, threads: int) -> dict[str, Any]:
     an empty tokenization cache; one run of the real quick variant is minutes on two cores."""
     with scratch_task(b) as task, private_cache():
         exp = task / "experiments" / b.experiment.method / b.experiment.name
-        cmd = [sys.executable, "-m", "peftbench", "run", str(exp), "--quick", "--clean"]
+        cmd = [sys.executable, "-m", "peftbench", "run", str(exp), "--quick"]
         cmd += ["--threads", str(threads)]
         done = timed_subprocess(cmd)
     return {
