@@ -40,6 +40,15 @@ def test_a_plain_key_still_replaces_the_whole_object(task_dir):
     assert config.optimizer_kwargs == {"lr": 0.1}
 
 
+def test_dotted_keys_are_for_the_command_line_only(task_dir):
+    (task_dir / EXP / "training_params.json").write_text(json.dumps({"optimizer_kwargs.lr": 0.1}))
+    with pytest.raises(BadInput) as caught:
+        load_train_config(resolve_experiment(task_dir / EXP))
+    assert 'training_params.json: unknown key "optimizer_kwargs.lr"; dotted keys are for --set' in str(
+        caught.value
+    )
+
+
 def test_dotted_keys_reach_deeper_and_add_new_entries():
     layers = [("defaults", DEFAULTS), ("--set", parse_overrides(["generation_kwargs.extra.depth=2"]))]
     assert build_config(layers).generation_kwargs["extra"] == {"depth": 2}

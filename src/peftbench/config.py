@@ -171,14 +171,21 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
+OVERRIDES = "--set"  # the source name of command-line overrides, the only layer that may use dotted keys
+
+
 def _is_object_field(name: str) -> bool:
     return typing.get_origin(_HINTS[name]) is dict
 
 
 def check_keys(params: dict[str, Any], *, source: str) -> None:
-    """Every key names a field; a dotted key (`optimizer_kwargs.lr`, from --set) an object field."""
+    """Every key names a field; a dotted key (`optimizer_kwargs.lr`, --set only) an object field."""
     for key in params:
         head, *rest = key.split(".")
+        if rest and source != OVERRIDES:  # files keep the reference's format: whole objects
+            raise BadInput(
+                f'{source}: unknown key "{key}"; dotted keys are for --set, here give "{head}" whole'
+            )
         if head not in FIELD_NAMES:
             raise BadInput(
                 f'{source}: unknown key "{head}"{did_you_mean(head, FIELD_NAMES)}; '

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftbench.config import TrainConfig, build_config, read_json_object
+from peftbench.config import OVERRIDES, TrainConfig, build_config, read_json_object
 from peftbench.errors import BadInput, did_you_mean
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -25,7 +25,7 @@ LAYER_LABELS = {
     DEFAULT_PARAMS: "default",
     TRAINING_PARAMS: "experiment",
     QUICK_PARAMS: "quick",
-    "--set": "--set",
+    OVERRIDES: "--set",
 }
 
 
@@ -147,7 +147,7 @@ def config_layers(
             raise BadInput(f"{exp.task_dir}: --quick needs {QUICK_PARAMS} in the task folder")
         layers.append((str(quick_path), read_json_object(quick_path)))
     if overrides:
-        layers.append(("--set", overrides))
+        layers.append((OVERRIDES, overrides))
     return layers
 
 
