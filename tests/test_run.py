@@ -222,6 +222,14 @@ def test_routing_main_run_only_on_clean_main_without_overrides(task_dir):
     assert not (task_dir / "results" / "lora--toy-rank4--seed2.json").exists()
 
 
+def test_a_dotted_set_changes_one_entry_of_the_runs_config(task_dir):
+    assert run_cli(task_dir / "experiments/lora/toy-rank4", "--set", "optimizer_kwargs.lr=0.05") == 0
+    [path] = result_files(task_dir, "temporary_results")
+    run_info = load_result(path)["run_info"]
+    assert run_info["train_config"]["optimizer_kwargs"] == {"lr": 0.05, "weight_decay": 0.0}
+    assert run_info["cli_overrides"] == {"optimizer_kwargs.lr": 0.05}
+
+
 def _build(task_dir: Path, experiment: str, **overrides):
     from peftbench.experiment import load_peft_config
     from peftbench.run import _build_model
