@@ -11,16 +11,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from result_records import make_record, write_record
 
-from peftbench.analysis.aggregate import load_results
+from peftbench.analysis.aggregate import available_metrics, load_results, task_metrics
+from peftbench.analysis.views import TIED_COLUMN, axes_note, base_model_label, default_axes, human
 from peftbench.cli import main as cli
 from peftbench.dashboard import app as dash
 from peftbench.dashboard.report import build_report, write_report
+from peftbench.errors import BadInput
+from peftbench.tasks.base import COMMON_METRICS
 
 # Expected frontier of memory_max (lower better) vs test_accuracy (higher better) in `task_dir`.
 FRONTIER = ["ia3/small", "lora/r8", "full-finetuning/all"]
@@ -168,9 +172,208 @@ def test_model_and_metric_choices(task_dir, tmp_path):
     assert dash.model_choices(loaded, "tinymath") == [dash.ANY_MODEL, "other/model", "tiny/llama"]
     view = dash.build_view(loaded, task="tinymath", model="other/model", filter_text="", x=None, y=None)
     assert view.runs["experiment_name"].tolist() == ["lora/other-model"]
-    names, x, y, _ = dash.metric_choices(loaded, "tinymath")
+    names, x, y, note = dash.metric_choices(loaded, "tinymath")
+    assert (x, y) == ("num_trainable_params", "test_accuracy")  # CPU runs: see test_default_axes_*
+    assert "forgetting" in names and "memory_max" in names
+    assert "ran on a CPU" in note
+
+
+class _TableReader(HTMLParser):
+    """The rows of the first <table> of an HTML page, as lists of cell texts (header row first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.tables = 0
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables += 1
+        elif self.tables == 1 and tag == "tr":
+            self.rows.append([])
+        elif self.tables == 1 and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def report_table(text: str) -> pd.DataFrame:
+    reader = _TableReader()
+    reader.feed(text)
+    header, *rows = reader.rows
+    return pd.DataFrame(rows, columns=header)
+
+
+def _as_accelerator_runs(folder: Path) -> None:
+    """Rewrite the records in `folder` as if measured on a GPU."""
+    for file in folder.glob("*.json"):
+        data = json.loads(file.read_text())
+        data["train_info"].update(device="cuda", memory_kind="accelerator")
+        file.write_text(json.dumps(data))
+
+
+def test_app_and_report_show_the_same_tied_column(tmp_path):
+    results = tmp_path / "tinymath" / "results"
+    for seed, (good, close, bad) in enumerate([(0.80, 0.79, 0.20), (0.82, 0.83, 0.22), (0.81, 0.80, 0.21)]):
+        write_record(results, make_record("lora/good", seed=seed, accuracy=good))
+        write_record(results, make_record("lora/close", seed=seed, accuracy=close))
+        write_record(results, make_record("lora/bad", seed=seed, accuracy=bad))
+    write_record(results, make_record("ia3/zero", accuracy=0.0, test_correct="0" * 200))
+    write_record(results, make_record("ia3/single", accuracy=0.5))
+    loaded = load_results([results.parent])
+    _, x, y, _ = dash.metric_choices(loaded, "tinymath")  # the app's opening choice
+    view = dash.build_view(loaded, task="tinymath", model=None, filter_text="", x=x, y=y)
+    in_app = view.table.set_index(["experiment_name", "seed"])[TIED_COLUMN]
+    in_report = report_table(build_report(loaded))
+    in_report = in_report.assign(seed=in_report["seed"].astype(int)).set_index(["experiment_name", "seed"])
+    assert in_report[TIED_COLUMN].sort_index().to_dict() == in_app.sort_index().to_dict()
+    per_experiment = in_app.groupby(level=0).first().to_dict()
+    assert per_experiment == {
+        "lora/good": "yes",
+        "lora/close": "yes",
+        "lora/bad": "no",
+        "ia3/single": "?",
+        "ia3/zero": "?",  # per-item data, but the best has none: cannot be paired
+    }
+
+
+def test_default_axes_on_cpu_are_not_process_memory(task_dir):
+    loaded = load_results([task_dir])
+    runs = loaded.table
+    assert set(runs["memory_kind"]) == {"process_rss"}
+    metrics = available_metrics(runs, task_metrics("tinymath")[0])
+    x, y = default_axes(metrics, runs)
+    assert (x.name, y.name) == ("num_trainable_params", "test_accuracy")
+    assert "ran on a CPU" in axes_note(runs, (x, y))
+    # without parameter counts, the train time
+    no_params = [m for m in metrics if m.name != "num_trainable_params"]
+    assert default_axes(no_params, runs)[0].name == "train_time"
+    text = build_report(loaded)
+    assert "trainable parameters (lower is better)" in text
+    assert "peak memory (bytes) (lower is better)" not in text
+
+
+def test_default_axes_on_accelerators_keep_memory(task_dir):
+    _as_accelerator_runs(task_dir / "results")
+    loaded = load_results([task_dir])
+    _, x, y, note = dash.metric_choices(loaded, "tinymath")
     assert (x, y) == ("memory_max", "test_accuracy")
-    assert "forgetting" in names
+    assert note == ""
+    assert "peak memory (bytes) (lower is better)" in build_report(loaded)
+
+
+def test_default_axes_of_reference_files_keep_memory(reference_dir):
+    # the reference's files: GPU runs without memory_kind
+    reference = load_results([reference_dir / "MetaMathQA"]).table
+    x, _ = default_axes(available_metrics(reference, COMMON_METRICS), reference)
+    assert x.name == "memory_max"
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (708_198_400, "bytes", "708 MB"),
+        (1_200_000_000, "bytes", "1.2 GB"),
+        (76_800, "bytes", "76.8 kB"),
+        (512, "bytes", "512 B"),
+        (36_864, "params", "36.9 k"),
+        (1_904_064, "params", "1.9 M"),
+        (3_212_750_000, "params", "3.21 B"),
+        (768, "params", "768"),
+        (143.4458, "s", "143 s"),
+        (1234.4, "s", "1,234 s"),
+        (2.5, "s", "2.5 s"),
+        (0.4833915282832173, None, "0.4834"),
+        (float("nan"), "bytes", ""),
+        (None, "s", ""),
+    ],
+)
+def test_human_units(value, unit, text):
+    assert human(value, unit) == text
+
+
+def test_units_in_table_hover_axes_and_summary(task_dir):
+    _as_accelerator_runs(task_dir / "results")
+    loaded = load_results([task_dir])
+    view = dash.build_view(
+        loaded, task="tinymath", model=None, filter_text="", x="memory_max", y="test_accuracy"
+    )
+    assert view.figure.layout.xaxis.tickformat == ".3~s" and view.figure.layout.xaxis.ticksuffix == "B"
+    assert view.figure.layout.yaxis.ticksuffix is None
+    hover = " ".join(t for trace in view.figure.data if trace.text for t in trace.text)
+    assert "peak memory (bytes): 3 kB" in hover and "test accuracy: 0.55 [" in hover
+    assert "1 kB" in view.summary and "9 kB" in view.summary  # min and max of memory
+    cells = dash.styled(view.table).to_html()
+    assert "3 kB" in cells and "1 k" in cells and "10 s" in cells  # memory, params, train time
+    table = report_table(build_report(loaded)).set_index(["experiment_name", "seed"])
+    row = table.loc[("lora/r8", "0")]
+    assert (row["memory_max"], row["num_trainable_params"], row["train_time"]) == ("3 kB", "1 k", "10 s")
+    assert row["test_accuracy"] == "0.55"
+
+
+def test_base_model_named_with_its_size(tmp_path, task_dir):
+    loaded = load_results([task_dir])
+    # the records: 100,000 parameters in all, 1,000 of them trainable
+    assert base_model_label(loaded.table, "tiny/llama") == "tiny/llama (99 k params)"
+    assert "base model: tiny/llama (99 k params)" in build_report(loaded)
+    results = tmp_path / "own" / "tinymath" / "results"
+    write_record(results, make_record("lora/a", model_id="base_model"))
+    write_record(
+        results, make_record("full-finetuning/b", model_id="base_model", params=100_000, peft_type=None)
+    )
+    local = load_results([results]).table
+    assert base_model_label(local, "base_model") == "tinymath base model (99 k params)"
+    labels = dash.model_options(load_results([task_dir, results]), "tinymath")
+    assert labels[1:] == [
+        ("tinymath base model (99 k params)", "base_model"),
+        ("tiny/llama (99 k params)", "tiny/llama"),
+    ]
+
+
+def test_compare_two_runs_shows_formatted_numbers(tmp_path):
+    results = tmp_path / "tinymath" / "results"
+    write_record(results, make_record("lora/a", accuracy=0.4833915282832173, memory=704_004_096))
+    write_record(
+        results, make_record("lora/b", accuracy=0.5, memory=704_004_100, train_time=191.37779930100078)
+    )
+    runs = load_results([results]).table
+    diff = dash.diff_view(runs, "lora/a (seed 0)", "lora/b (seed 0)", only_differences=True).set_index("key")
+    assert diff.loc["test_accuracy"].tolist() == ["0.4834", "0.5"]
+    # different bytes that round alike still count as a difference, and read as MB
+    assert diff.loc["memory_max"].tolist() == ["704 MB", "704 MB"]
+    assert diff.loc["train_time"].tolist() == ["10 s", "191 s"]
+    assert "experiment_name" in diff.index and "seed" not in diff.index
+
+
+def test_app_default_results_are_task_folders_only(tmp_path, monkeypatch):
+    from peftbench.commands.app import default_results
+
+    make_task(tmp_path / "benchmarks")
+    perf = tmp_path / "benchmarks" / "perf"
+    (perf / "results").mkdir(parents=True)
+    (perf / "results" / "perf-20261129.json").write_text(json.dumps({"threads": 2, "steps_per_s": 3.0}))
+    (perf / "run_perf.py").write_text("")
+    mine = tmp_path / "benchmarks" / "mytask"
+    (mine / "results").mkdir(parents=True)
+    (mine / "default_training_params.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    found = default_results()
+    assert found == [Path("benchmarks/mytask"), Path("benchmarks/tinymath")]
+    assert load_results(found).warnings == []
+    assert load_results([Path("benchmarks")]).warnings != []  # what the perf folder caused before
+    for task in found:
+        (tmp_path / task / "default_training_params.json").unlink(missing_ok=True)
+    (tmp_path / "benchmarks" / "tinymath").rename(tmp_path / "benchmarks" / "untitled")
+    with pytest.raises(BadInput, match="no task folder"):
+        default_results()
 
 
 # ---------------------------------------------------------------- report and commands
