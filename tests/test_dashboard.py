@@ -19,13 +19,21 @@ import pytest
 from result_records import make_record, write_record
 
 from peftbench.analysis.aggregate import available_metrics, load_results, task_metrics
-from peftbench.analysis.views import TIED_COLUMN, axes_note, base_model_label, default_axes, human
+from peftbench.analysis.views import (
+    TIED_COLUMN,
+    axes_note,
+    axis_format,
+    base_model_label,
+    default_axes,
+    human,
+)
 from peftbench.cli import main as cli
 from peftbench.dashboard import app as dash
 from peftbench.dashboard.report import build_report, write_report
 from peftbench.errors import BadInput
 from peftbench.tasks.base import COMMON_METRICS
 
+REPO = Path(__file__).resolve().parent.parent
 # Expected frontier of memory_max (lower better) vs test_accuracy (higher better) in `task_dir`.
 FRONTIER = ["ia3/small", "lora/r8", "full-finetuning/all"]
 
@@ -175,7 +183,7 @@ def test_model_and_metric_choices(task_dir, tmp_path):
     names, x, y, note = dash.metric_choices(loaded, "tinymath")
     assert (x, y) == ("num_trainable_params", "test_accuracy")  # CPU runs: see test_default_axes_*
     assert "forgetting" in names and "memory_max" in names
-    assert "ran on a CPU" in note
+    assert "Runs on a CPU record as peak memory" in note
 
 
 class _TableReader(HTMLParser):
@@ -197,7 +205,8 @@ class _TableReader(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self.cell is not None:
-            self.rows[-1].append("".join(self.cell).strip())
+            # headers carry zero-width spaces where they may wrap
+            self.rows[-1].append("".join(self.cell).replace("\u200b", "").strip())
             self.cell = None
 
     def handle_data(self, data):
@@ -252,7 +261,7 @@ def test_default_axes_on_cpu_are_not_process_memory(task_dir):
     metrics = available_metrics(runs, task_metrics("tinymath")[0])
     x, y = default_axes(metrics, runs)
     assert (x.name, y.name) == ("num_trainable_params", "test_accuracy")
-    assert "ran on a CPU" in axes_note(runs, (x, y))
+    assert "Runs on a CPU record as peak memory" in axes_note(runs, (x, y))
     # without parameter counts, the train time
     no_params = [m for m in metrics if m.name != "num_trainable_params"]
     assert default_axes(no_params, runs)[0].name == "train_time"
@@ -298,6 +307,16 @@ def test_default_axes_of_reference_files_keep_memory(reference_dir):
 )
 def test_human_units(value, unit, text):
     assert human(value, unit) == text
+
+
+def test_axis_formats():
+    params, memory = COMMON_METRICS[5], COMMON_METRICS[6]
+    assert (params.name, memory.name) == ("num_trainable_params", "memory_max")
+    # hundreds to millions of parameters: a log axis, ticks like "10k", "1M"
+    assert axis_format(params, pd.Series([768, 36_864, 1_904_064])) == {"tickformat": ".3~s", "type": "log"}
+    assert axis_format(params, pd.Series([1000, 2000])) == {"tickformat": ".3~s"}
+    assert axis_format(memory, pd.Series([6e8, 7e8])) == {"tickformat": ".3~s", "ticksuffix": "B"}
+    assert axis_format(COMMON_METRICS[0], pd.Series([0.1, 0.5])) == {}
 
 
 def test_units_in_table_hover_axes_and_summary(task_dir):
@@ -529,6 +548,22 @@ def browser():
         b.close()
 
 
+def _screenshot(page, path: Path) -> Path:
+    """Save a full-page screenshot under the test's tmp dir, and to $PEFTBENCH_SCREENSHOTS if set
+    (to look at them: the tests can assert layout, not looks)."""
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("PEFTBENCH_SCREENSHOTS"):
+        keep = Path(os.environ["PEFTBENCH_SCREENSHOTS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, keep / path.name)
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def _page_fits(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
 def _row_count(page) -> int:
     # the grid's aria-rowcount counts the header row too
     return int(page.locator("#results-table [role=grid]").get_attribute("aria-rowcount")) - 1
@@ -578,7 +613,16 @@ def test_app_in_a_browser(browser, tmp_path, request):
         page.get_by_text("4 of 8 runs match the filter").wait_for(timeout=20_000)
         points = page.locator("#pareto-plot .scatterlayer .point")
         assert points.count() == 2  # lora/r8 (mean of three seeds) and lora/r16
-        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        # CPU records: the default x is not process memory; the base model is named with its size
+        assert "trainable parameters" in page.locator("#pareto-plot .xtitle").text_content()
+        assert page.locator("#model-select input").input_value() == "tiny/llama (99 k params)"
+        # Compare two runs: lora/r16 against lora/r8, numbers with units, no raw floats
+        diff = page.locator("#diff-table")
+        diff.get_by_text("4 kB").first.wait_for(timeout=20_000)
+        assert not re.search(r"\d\.\d{6,}", diff.inner_text())
+        assert _page_fits(page)
+        _screenshot(page, tmp_path / "app.png")
+        assert page.locator("#export-file").count() == 0 or not page.locator("#export-file").is_visible()
 
         # CSV export of the filtered runs
         page.locator("#export-csv").click()
@@ -594,20 +638,19 @@ def test_app_in_a_browser(browser, tmp_path, request):
         page.locator("#apply-filter").click()
         page.get_by_text("Filter error:").first.wait_for(timeout=20_000)
         _wait_rows(page, 8)
-        assert (tmp_path / "app.png").stat().st_size > 10_000
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-    if os.environ.get("PEFTBENCH_KEEP_SCREENSHOT"):
-        shutil.copy(tmp_path / "app.png", os.environ["PEFTBENCH_KEEP_SCREENSHOT"])
 
 
 @pytest.mark.browser
 def test_report_renders_offline(browser, tmp_path):
-    dirs = [make_task(tmp_path)]
+    # a GPU task, and the project's committed CPU results (real numbers, for the screenshot)
+    dirs = [make_task(tmp_path, "gpu-task"), REPO / "benchmarks" / "tinymath"]
+    _as_accelerator_runs(dirs[0] / "results")
     reference = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
     if reference.is_dir():
         dirs.append(reference / "MetaMathQA")
@@ -624,6 +667,7 @@ def test_report_renders_offline(browser, tmp_path):
 
     context.route("**/*", block_network)
     page = context.new_page()
+    page.set_viewport_size({"width": 1100, "height": 900})
     page.goto(path.as_uri())
     page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=30_000)
     plots = page.locator(".js-plotly-plot")
@@ -633,7 +677,21 @@ def test_report_renders_offline(browser, tmp_path):
         assert plots.nth(i).locator(".main-svg").count() > 0
     assert page.locator(".scatterlayer .point").count() >= 6
     assert [u for u in requested if not u.startswith("file:")] == []
-    page.screenshot(path=str(tmp_path / "report.png"))
+    # accelerator runs: memory on x, in bytes with SI prefixes (not "0.6B"); CPU runs: parameters
+    assert page.locator("#pareto-gpu-task .xtitle").text_content().startswith("peak memory")
+    ticks = page.locator("#pareto-gpu-task .xtick text").all_text_contents()
+    assert ticks and all(t.endswith("kB") for t in ticks), ticks
+    assert page.locator("#pareto-tinymath .xtitle").text_content().startswith("trainable parameters")
+    ticks = page.locator("#pareto-tinymath .xtick text").all_text_contents()
+    assert {"1k", "1M"} <= set(ticks), ticks  # a log axis over hundreds to millions of parameters
+    text = page.locator("body").inner_text()
+    assert "base model: tiny/llama (99 k params)" in text
+    assert "base model: tinymath base model (1.9 M params)" in text
+    # the wide table scrolls inside its box; the page itself does not
+    assert _page_fits(page)
+    table_box = page.locator(".scroll").first.bounding_box()
+    assert table_box["x"] + table_box["width"] <= page.viewport_size["width"]
+    _screenshot(page, tmp_path / "report.png")
     context.close()
 
 

@@ -77,9 +77,15 @@ def column_formatters(table: pd.DataFrame) -> dict[str, Callable[[object], str]]
     return formatters
 
 
-def axis_format(metric: Metric) -> dict:
-    """plotly axis settings that put the metric's unit on its ticks."""
-    return dict(_TICKS.get(UNITS.get(metric.name, ""), {}))
+def axis_format(metric: Metric, values: pd.Series) -> dict:
+    """plotly axis settings that put the metric's unit on its ticks; parameter counts, which span
+    orders of magnitude (hundreds for IA3, millions for full fine-tuning), on a log scale."""
+    unit = UNITS.get(metric.name, "")
+    axis = dict(_TICKS.get(unit, {}))
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if unit == "params" and not values.empty and values.min() > 0 and values.max() >= 100 * values.min():
+        axis["type"] = "log"
+    return axis
 
 
 def results_table(runs: pd.DataFrame, metrics: Sequence[Metric], *, primary: Metric | None) -> pd.DataFrame:
@@ -143,6 +149,6 @@ def axes_note(runs: pd.DataFrame, axes: tuple[Metric, Metric] | None) -> str:
     if axes is None or not measured_on_cpu(runs) or axes[0].name.startswith("memory"):
         return ""
     return (
-        "Some of these runs ran on a CPU, where peak memory is the resident memory of the whole process, "
-        f"about the same for every method; so the Pareto plot's x is {axes[0].label or axes[0].name}."
+        "Runs on a CPU record as peak memory the resident memory of the whole process, about the same "
+        f"for every method; so the Pareto plot's x is {axes[0].label or axes[0].name}."
     )

@@ -205,7 +205,9 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
         loaded_md = gr.Markdown(_loaded_text(loaded), elem_id="loaded-summary")
         with gr.Row():
             task_dd = gr.Dropdown(tasks, value=task0, label="Task", elem_id="task-select")
-            model_dd = gr.Dropdown(models0, value=models0[0][1] if models0 else None, label="Base model")
+            model_dd = gr.Dropdown(
+                models0, value=models0[0][1] if models0 else None, label="Base model", elem_id="model-select"
+            )
             reload_btn = gr.Button("Reload results", visible=reload is not None, scale=0)
         note_md = gr.Markdown(note0)
         with gr.Row():
@@ -235,7 +237,8 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
         summary_tb = gr.Textbox(label="Summary statistics", lines=8, interactive=False)
         with gr.Row():
             export_btn = gr.Button("Export filtered runs as CSV", scale=0, elem_id="export-csv")
-            export_file = gr.File(label="CSV", elem_id="export-file", height=90)
+            # hidden until there is a file: an empty File box is a tall blank area
+            export_file = gr.File(label="CSV", elem_id="export-file", visible=False)
 
         gr.Markdown("## Training curves\nTrain loss and validation metric against step (mean over seeds).")
         curves_dd = gr.Dropdown([], multiselect=True, label="Experiments (default: the Pareto frontier)")
@@ -290,8 +293,8 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
             return diff_view(view.runs, a, b, only_differences=only)
 
         def on_export(task, model, filter_text, x, y):
-            view = view_of(task, model, filter_text, x, y)
-            return export_csv(view.runs)
+            path = export_csv(view_of(task, model, filter_text, x, y).runs)
+            return gr.update(value=path, visible=path is not None)
 
         def on_reload():
             state["loaded"] = reload() if reload else state["loaded"]

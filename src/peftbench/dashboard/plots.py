@@ -119,8 +119,8 @@ def pareto_figure(experiments: pd.DataFrame, *, x: Metric, y: Metric, title: str
         xaxis_title=f"{x.label or x.name} ({better[x.higher_is_better]})",
         yaxis_title=f"{y.label or y.name} ({better[y.higher_is_better]})",
         legend_title="method family (outlined: on the frontier)",
-        xaxis=axis_format(x),
-        yaxis=axis_format(y),
+        xaxis=axis_format(x, data[x.name]),
+        yaxis=axis_format(y, data[y.name]),
         height=560,
         margin={"l": 60, "r": 20, "t": 60, "b": 60},
     )

@@ -40,21 +40,28 @@ h1, h2, h3 { font-weight: 600; }
 table.results { border-collapse: collapse; font-size: 13px; }
 table.results th, table.results td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right;
                                      white-space: nowrap; }
-table.results th { background: #f4f4f4; position: sticky; top: 0; }
+table.results th { background: #f4f4f4; position: sticky; top: 0; white-space: normal; }
 table.results td:first-child, table.results th:first-child { text-align: left; }
 .note { color: #666; font-size: 13px; }
 .scroll { max-height: 600px; max-width: 100%; overflow: auto; }
 """
 
 
+def _breakable(name: str) -> str:
+    return name.replace("_", "_\u200b")
+
+
 def _table_html(runs: pd.DataFrame, metrics: list[Metric], primary: Metric | None) -> str:
     view = results_table(runs, metrics, primary=primary)
+    # a zero-width space after each "_" lets long headers (num_trainable_params) wrap there
+    formatters = {_breakable(c): f for c, f in column_formatters(view).items()}
+    view.columns = [_breakable(c) for c in view.columns]
     return view.to_html(
         index=False,
         classes="results",
         border=0,
         na_rep="",
-        formatters=column_formatters(view),
+        formatters=formatters,
         escape=True,
     )
 
