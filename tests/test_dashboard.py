@@ -11,17 +11,29 @@ import subprocess
 import sys
 import time
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from result_records import make_record, write_record
 
-from peftbench.analysis.aggregate import load_results
+from peftbench.analysis.aggregate import available_metrics, load_results, task_metrics
+from peftbench.analysis.views import (
+    TIED_COLUMN,
+    axes_note,
+    axis_format,
+    base_model_label,
+    default_axes,
+    human,
+)
 from peftbench.cli import main as cli
 from peftbench.dashboard import app as dash
 from peftbench.dashboard.report import build_report, write_report
+from peftbench.errors import BadInput
+from peftbench.tasks.base import COMMON_METRICS
 
+REPO = Path(__file__).resolve().parent.parent
 # Expected frontier of memory_max (lower better) vs test_accuracy (higher better) in `task_dir`.
 FRONTIER = ["ia3/small", "lora/r8", "full-finetuning/all"]
 
@@ -168,9 +180,219 @@ def test_model_and_metric_choices(task_dir, tmp_path):
     assert dash.model_choices(loaded, "tinymath") == [dash.ANY_MODEL, "other/model", "tiny/llama"]
     view = dash.build_view(loaded, task="tinymath", model="other/model", filter_text="", x=None, y=None)
     assert view.runs["experiment_name"].tolist() == ["lora/other-model"]
-    names, x, y, _ = dash.metric_choices(loaded, "tinymath")
+    names, x, y, note = dash.metric_choices(loaded, "tinymath")
+    assert (x, y) == ("num_trainable_params", "test_accuracy")  # CPU runs: see test_default_axes_*
+    assert "forgetting" in names and "memory_max" in names
+    assert "Runs on a CPU record as peak memory" in note
+
+
+class _TableReader(HTMLParser):
+    """The rows of the first <table> of an HTML page, as lists of cell texts (header row first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.tables = 0
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables += 1
+        elif self.tables == 1 and tag == "tr":
+            self.rows.append([])
+        elif self.tables == 1 and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            # headers carry zero-width spaces where they may wrap
+            self.rows[-1].append("".join(self.cell).replace("\u200b", "").strip())
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def report_table(text: str) -> pd.DataFrame:
+    reader = _TableReader()
+    reader.feed(text)
+    header, *rows = reader.rows
+    return pd.DataFrame(rows, columns=header)
+
+
+def _as_accelerator_runs(folder: Path) -> None:
+    """Rewrite the records in `folder` as if measured on a GPU."""
+    for file in folder.glob("*.json"):
+        data = json.loads(file.read_text())
+        data["train_info"].update(device="cuda", memory_kind="accelerator")
+        file.write_text(json.dumps(data))
+
+
+def test_app_and_report_show_the_same_tied_column(tmp_path):
+    results = tmp_path / "tinymath" / "results"
+    for seed, (good, close, bad) in enumerate([(0.80, 0.79, 0.20), (0.82, 0.83, 0.22), (0.81, 0.80, 0.21)]):
+        write_record(results, make_record("lora/good", seed=seed, accuracy=good))
+        write_record(results, make_record("lora/close", seed=seed, accuracy=close))
+        write_record(results, make_record("lora/bad", seed=seed, accuracy=bad))
+    write_record(results, make_record("ia3/zero", accuracy=0.0, test_correct="0" * 200))
+    write_record(results, make_record("ia3/single", accuracy=0.5))
+    loaded = load_results([results.parent])
+    _, x, y, _ = dash.metric_choices(loaded, "tinymath")  # the app's opening choice
+    view = dash.build_view(loaded, task="tinymath", model=None, filter_text="", x=x, y=y)
+    in_app = view.table.set_index(["experiment_name", "seed"])[TIED_COLUMN]
+    in_report = report_table(build_report(loaded))
+    in_report = in_report.assign(seed=in_report["seed"].astype(int)).set_index(["experiment_name", "seed"])
+    assert in_report[TIED_COLUMN].sort_index().to_dict() == in_app.sort_index().to_dict()
+    per_experiment = in_app.groupby(level=0).first().to_dict()
+    assert per_experiment == {
+        "lora/good": "yes",
+        "lora/close": "yes",
+        "lora/bad": "no",
+        "ia3/single": "?",
+        "ia3/zero": "?",  # per-item data, but the best has none: cannot be paired
+    }
+
+
+def test_default_axes_on_cpu_are_not_process_memory(task_dir):
+    loaded = load_results([task_dir])
+    runs = loaded.table
+    assert set(runs["memory_kind"]) == {"process_rss"}
+    metrics = available_metrics(runs, task_metrics("tinymath")[0])
+    x, y = default_axes(metrics, runs)
+    assert (x.name, y.name) == ("num_trainable_params", "test_accuracy")
+    assert "Runs on a CPU record as peak memory" in axes_note(runs, (x, y))
+    # without parameter counts, the train time
+    no_params = [m for m in metrics if m.name != "num_trainable_params"]
+    assert default_axes(no_params, runs)[0].name == "train_time"
+    text = build_report(loaded)
+    assert "trainable parameters (lower is better)" in text
+    assert "peak memory (bytes) (lower is better)" not in text
+
+
+def test_default_axes_on_accelerators_keep_memory(task_dir):
+    _as_accelerator_runs(task_dir / "results")
+    loaded = load_results([task_dir])
+    _, x, y, note = dash.metric_choices(loaded, "tinymath")
     assert (x, y) == ("memory_max", "test_accuracy")
-    assert "forgetting" in names
+    assert note == ""
+    assert "peak memory (bytes) (lower is better)" in build_report(loaded)
+
+
+def test_default_axes_of_reference_files_keep_memory(reference_dir):
+    # the reference's files: GPU runs without memory_kind
+    reference = load_results([reference_dir / "MetaMathQA"]).table
+    x, _ = default_axes(available_metrics(reference, COMMON_METRICS), reference)
+    assert x.name == "memory_max"
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (708_198_400, "bytes", "708 MB"),
+        (1_200_000_000, "bytes", "1.2 GB"),
+        (76_800, "bytes", "76.8 kB"),
+        (512, "bytes", "512 B"),
+        (36_864, "params", "36.9 k"),
+        (1_904_064, "params", "1.9 M"),
+        (3_212_750_000, "params", "3.21 B"),
+        (768, "params", "768"),
+        (143.4458, "s", "143 s"),
+        (1234.4, "s", "1,234 s"),
+        (2.5, "s", "2.5 s"),
+        (0.4833915282832173, None, "0.4834"),
+        (float("nan"), "bytes", ""),
+        (None, "s", ""),
+    ],
+)
+def test_human_units(value, unit, text):
+    assert human(value, unit) == text
+
+
+def test_axis_formats():
+    params, memory = COMMON_METRICS[5], COMMON_METRICS[6]
+    assert (params.name, memory.name) == ("num_trainable_params", "memory_max")
+    # hundreds to millions of parameters: a log axis, ticks like "10k", "1M"
+    assert axis_format(params, pd.Series([768, 36_864, 1_904_064])) == {"tickformat": ".3~s", "type": "log"}
+    assert axis_format(params, pd.Series([1000, 2000])) == {"tickformat": ".3~s"}
+    assert axis_format(memory, pd.Series([6e8, 7e8])) == {"tickformat": ".3~s", "ticksuffix": "B"}
+    assert axis_format(COMMON_METRICS[0], pd.Series([0.1, 0.5])) == {}
+
+
+def test_units_in_table_hover_axes_and_summary(task_dir):
+    _as_accelerator_runs(task_dir / "results")
+    loaded = load_results([task_dir])
+    view = dash.build_view(
+        loaded, task="tinymath", model=None, filter_text="", x="memory_max", y="test_accuracy"
+    )
+    assert view.figure.layout.xaxis.tickformat == ".3~s" and view.figure.layout.xaxis.ticksuffix == "B"
+    assert view.figure.layout.yaxis.ticksuffix is None
+    hover = " ".join(t for trace in view.figure.data if trace.text for t in trace.text)
+    assert "peak memory (bytes): 3 kB" in hover and "test accuracy: 0.55 [" in hover
+    assert "1 kB" in view.summary and "9 kB" in view.summary  # min and max of memory
+    cells = dash.styled(view.table).to_html()
+    assert "3 kB" in cells and "1 k" in cells and "10 s" in cells  # memory, params, train time
+    table = report_table(build_report(loaded)).set_index(["experiment_name", "seed"])
+    row = table.loc[("lora/r8", "0")]
+    assert (row["memory_max"], row["num_trainable_params"], row["train_time"]) == ("3 kB", "1 k", "10 s")
+    assert row["test_accuracy"] == "0.55"
+
+
+def test_base_model_named_with_its_size(tmp_path, task_dir):
+    loaded = load_results([task_dir])
+    # the records: 100,000 parameters in all, 1,000 of them trainable
+    assert base_model_label(loaded.table, "tiny/llama") == "tiny/llama (99 k params)"
+    assert "base model: tiny/llama (99 k params)" in build_report(loaded)
+    results = tmp_path / "own" / "tinymath" / "results"
+    write_record(results, make_record("lora/a", model_id="base_model"))
+    write_record(
+        results, make_record("full-finetuning/b", model_id="base_model", params=100_000, peft_type=None)
+    )
+    local = load_results([results]).table
+    assert base_model_label(local, "base_model") == "tinymath base model (99 k params)"
+    labels = dash.model_options(load_results([task_dir, results]), "tinymath")
+    assert labels[1:] == [
+        ("tinymath base model (99 k params)", "base_model"),
+        ("tiny/llama (99 k params)", "tiny/llama"),
+    ]
+
+
+def test_compare_two_runs_shows_formatted_numbers(tmp_path):
+    results = tmp_path / "tinymath" / "results"
+    write_record(results, make_record("lora/a", accuracy=0.4833915282832173, memory=704_004_096))
+    write_record(
+        results, make_record("lora/b", accuracy=0.5, memory=704_004_100, train_time=191.37779930100078)
+    )
+    runs = load_results([results]).table
+    diff = dash.diff_view(runs, "lora/a (seed 0)", "lora/b (seed 0)", only_differences=True).set_index("key")
+    assert diff.loc["test_accuracy"].tolist() == ["0.4834", "0.5"]
+    # different bytes that round alike still count as a difference, and read as MB
+    assert diff.loc["memory_max"].tolist() == ["704 MB", "704 MB"]
+    assert diff.loc["train_time"].tolist() == ["10 s", "191 s"]
+    assert "experiment_name" in diff.index and "seed" not in diff.index
+
+
+def test_app_default_results_are_task_folders_only(tmp_path, monkeypatch):
+    from peftbench.commands.app import default_results
+
+    make_task(tmp_path / "benchmarks")
+    perf = tmp_path / "benchmarks" / "perf"
+    (perf / "results").mkdir(parents=True)
+    (perf / "results" / "perf-20261129.json").write_text(json.dumps({"threads": 2, "steps_per_s": 3.0}))
+    (perf / "run_perf.py").write_text("")
+    mine = tmp_path / "benchmarks" / "mytask"
+    (mine / "results").mkdir(parents=True)
+    (mine / "default_training_params.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    found = default_results()
+    assert found == [Path("benchmarks/mytask"), Path("benchmarks/tinymath")]
+    assert load_results(found).warnings == []
+    assert load_results([Path("benchmarks")]).warnings != []  # what the perf folder caused before
+    for task in found:
+        (tmp_path / task / "default_training_params.json").unlink(missing_ok=True)
+    (tmp_path / "benchmarks" / "tinymath").rename(tmp_path / "benchmarks" / "untitled")
+    with pytest.raises(BadInput, match="no task folder"):
+        default_results()
 
 
 # ---------------------------------------------------------------- report and commands
@@ -326,6 +548,22 @@ def browser():
         b.close()
 
 
+def _screenshot(page, path: Path) -> Path:
+    """Save a full-page screenshot under the test's tmp dir, and to $PEFTBENCH_SCREENSHOTS if set
+    (to look at them: the tests can assert layout, not looks)."""
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("PEFTBENCH_SCREENSHOTS"):
+        keep = Path(os.environ["PEFTBENCH_SCREENSHOTS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, keep / path.name)
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def _page_fits(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
 def _row_count(page) -> int:
     # the grid's aria-rowcount counts the header row too
     return int(page.locator("#results-table [role=grid]").get_attribute("aria-rowcount")) - 1
@@ -375,7 +613,16 @@ def test_app_in_a_browser(browser, tmp_path, request):
         page.get_by_text("4 of 8 runs match the filter").wait_for(timeout=20_000)
         points = page.locator("#pareto-plot .scatterlayer .point")
         assert points.count() == 2  # lora/r8 (mean of three seeds) and lora/r16
-        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        # CPU records: the default x is not process memory; the base model is named with its size
+        assert "trainable parameters" in page.locator("#pareto-plot .xtitle").text_content()
+        assert page.locator("#model-select input").input_value() == "tiny/llama (99 k params)"
+        # Compare two runs: lora/r16 against lora/r8, numbers with units, no raw floats
+        diff = page.locator("#diff-table")
+        diff.get_by_text("4 kB").first.wait_for(timeout=20_000)
+        assert not re.search(r"\d\.\d{6,}", diff.inner_text())
+        assert _page_fits(page)
+        _screenshot(page, tmp_path / "app.png")
+        assert page.locator("#export-file").count() == 0 or not page.locator("#export-file").is_visible()
 
         # CSV export of the filtered runs
         page.locator("#export-csv").click()
@@ -391,20 +638,19 @@ def test_app_in_a_browser(browser, tmp_path, request):
         page.locator("#apply-filter").click()
         page.get_by_text("Filter error:").first.wait_for(timeout=20_000)
         _wait_rows(page, 8)
-        assert (tmp_path / "app.png").stat().st_size > 10_000
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-    if os.environ.get("PEFTBENCH_KEEP_SCREENSHOT"):
-        shutil.copy(tmp_path / "app.png", os.environ["PEFTBENCH_KEEP_SCREENSHOT"])
 
 
 @pytest.mark.browser
 def test_report_renders_offline(browser, tmp_path):
-    dirs = [make_task(tmp_path)]
+    # a GPU task, and the project's committed CPU results (real numbers, for the screenshot)
+    dirs = [make_task(tmp_path, "gpu-task"), REPO / "benchmarks" / "tinymath"]
+    _as_accelerator_runs(dirs[0] / "results")
     reference = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
     if reference.is_dir():
         dirs.append(reference / "MetaMathQA")
@@ -421,6 +667,7 @@ def test_report_renders_offline(browser, tmp_path):
 
     context.route("**/*", block_network)
     page = context.new_page()
+    page.set_viewport_size({"width": 1100, "height": 900})
     page.goto(path.as_uri())
     page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=30_000)
     plots = page.locator(".js-plotly-plot")
@@ -430,7 +677,21 @@ def test_report_renders_offline(browser, tmp_path):
         assert plots.nth(i).locator(".main-svg").count() > 0
     assert page.locator(".scatterlayer .point").count() >= 6
     assert [u for u in requested if not u.startswith("file:")] == []
-    page.screenshot(path=str(tmp_path / "report.png"))
+    # accelerator runs: memory on x, in bytes with SI prefixes (not "0.6B"); CPU runs: parameters
+    assert page.locator("#pareto-gpu-task .xtitle").text_content().startswith("peak memory")
+    ticks = page.locator("#pareto-gpu-task .xtick text").all_text_contents()
+    assert ticks and all(t.endswith("kB") for t in ticks), ticks
+    assert page.locator("#pareto-tinymath .xtitle").text_content().startswith("trainable parameters")
+    ticks = page.locator("#pareto-tinymath .xtick text").all_text_contents()
+    assert {"1k", "1M"} <= set(ticks), ticks  # a log axis over hundreds to millions of parameters
+    text = page.locator("body").inner_text()
+    assert "base model: tiny/llama (99 k params)" in text
+    assert "base model: tinymath base model (1.9 M params)" in text
+    # the wide table scrolls inside its box; the page itself does not
+    assert _page_fits(page)
+    table_box = page.locator(".scroll").first.bounding_box()
+    assert table_box["x"] + table_box["width"] <= page.viewport_size["width"]
+    _screenshot(page, tmp_path / "report.png")
     context.close()
 
 

@@ -22,11 +22,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_results(root: Path = Path("benchmarks")) -> list[Path]:
+    """The task folders under `root`: those with a default_training_params.json or named after a
+    registered task. Other folders (benchmarks/perf, the perf harness's code and JSON) are not tasks."""
     from peftbench.errors import BadInput
+    from peftbench.experiment import DEFAULT_PARAMS
+    from peftbench.tasks import available_tasks
 
     if not root.is_dir():
         raise BadInput(f"no {root}/ folder here: give the results folders with --results")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    tasks = available_tasks()
+    found = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and ((p / DEFAULT_PARAMS).is_file() or p.name in tasks)
+    )
+    if not found:
+        raise BadInput(f"no task folder in {root}/ (none has a {DEFAULT_PARAMS}): give --results")
+    return found
 
 
 def main(args: argparse.Namespace) -> int:

@@ -17,20 +17,24 @@ import pandas as pd
 from peftbench.analysis.aggregate import (
     Loaded,
     available_metrics,
-    compact_columns,
     diff_runs,
     display_columns,
-    mark_tied_with_best,
     seed_summary,
     select,
     task_metrics,
     tasks_in,
-    whole_number_columns,
 )
 from peftbench.analysis.filters import apply_filter
 from peftbench.analysis.pareto import find_metric, pareto_mask
+from peftbench.analysis.views import (
+    axes_note,
+    base_model_label,
+    column_formatters,
+    default_axes,
+    human_of,
+    results_table,
+)
 from peftbench.dashboard.plots import curves_figure, message_figure, pareto_figure
-from peftbench.dashboard.report import TIED_COLUMN, default_axes
 from peftbench.errors import BadInput
 
 FILTER_HELP = (
@@ -59,14 +63,22 @@ def model_choices(loaded: Loaded, task: str | None) -> list[str]:
     return [ANY_MODEL, *models] if len(models) != 1 else models
 
 
+def model_options(loaded: Loaded, task: str | None) -> list[tuple[str, str]]:
+    """The base-model dropdown's (label, value) pairs: each model named with its size."""
+    runs = select(loaded.table, task=task)
+    return [(m if m == ANY_MODEL else base_model_label(runs, m), m) for m in model_choices(loaded, task)]
+
+
 def metric_choices(loaded: Loaded, task: str | None) -> tuple[list[str], str | None, str | None, str]:
     """Names of the task's metrics that have values, default x and y, and the task's note."""
     if task is None:
         return [], None, None, ""
     metrics, note = task_metrics(task)
-    usable = available_metrics(select(loaded.table, task=task), metrics)
-    axes = default_axes(usable)
+    runs = select(loaded.table, task=task)
+    usable = available_metrics(runs, metrics)
+    axes = default_axes(usable, runs)
     names = [m.name for m in usable]
+    note = "\n\n".join(filter(None, [note, axes_note(runs, axes)]))
     return names, (axes[0].name if axes else None), (axes[1].name if axes else None), note
 
 
@@ -91,7 +103,7 @@ def build_view(
     except BadInput:
         mx = my = None
     experiments = seed_summary(runs, metrics) if not runs.empty else pd.DataFrame()
-    table = runs_table(runs, metrics, primary=my)
+    table = results_table(runs, metrics, primary=my)
     if runs.empty or mx is None or my is None:
         if not total:
             text = "no results yet"
@@ -114,22 +126,10 @@ def build_view(
     )
 
 
-def runs_table(runs: pd.DataFrame, metrics, *, primary) -> pd.DataFrame:
-    """The table view: compact columns, plus whether each experiment is tied with the best on `primary`."""
-    if runs.empty:
-        return pd.DataFrame(columns=["experiment_name", "seed", "family"])
-    view = runs[compact_columns(runs, metrics)].copy()
-    if primary is not None and primary.name in runs.columns:
-        tied = mark_tied_with_best(runs, primary)
-        view.insert(3, TIED_COLUMN, tied.map({True: "yes", False: "no"}).fillna("?").astype(str))
-    if "created_at" in view.columns:
-        view["created_at"] = view["created_at"].dt.strftime("%Y-%m-%d %H:%M")
-    return view.reset_index(drop=True)
-
-
 def summary_text(experiments: pd.DataFrame, x: str, y: str, frontier: list[str]) -> str:
     """Min, max and mean of both metrics over experiments, and the frontier's size and members."""
-    stats = experiments[[x, y]].agg(["min", "max", "mean"]).to_string(float_format=lambda v: f"{v:.4g}")
+    stats = experiments[[x, y]].agg(["min", "max", "mean"])
+    stats = stats.apply(lambda column: column.map(human_of(column.name))).to_string()
     lines = [
         stats,
         "",
@@ -151,6 +151,13 @@ def diff_view(runs: pd.DataFrame, a: str | None, b: str | None, *, only_differen
         return pd.DataFrame(columns=["key", "a", "b"])
     row_a, row_b = runs.iloc[labels.index(a)], runs.iloc[labels.index(b)]
     diff = diff_runs(row_a, row_b, only_differences=only_differences)
+    # diff_runs compares the exact values; only what is shown is rounded, with units
+    formats = column_formatters(runs)
+    for column, row in (("a", row_a), ("b", row_b)):
+        diff[column] = [
+            formats[key](row[key]) if key in formats else text
+            for key, text in zip(diff["key"], diff[column], strict=True)
+        ]
     return diff.rename(columns={"a": a, "b": b})
 
 
@@ -166,12 +173,8 @@ def export_csv(runs: pd.DataFrame) -> str | None:
 
 
 def styled(table: pd.DataFrame):
-    """Numbers readable in the table: thousands separators for counts and bytes, 4 digits otherwise."""
-    whole = set(whole_number_columns(table))
-    formats = {
-        c: ("{:,.0f}" if c in whole else "{:.4g}") for c in table.columns if table[c].dtype.kind == "f"
-    }
-    return table.style.format(formats, na_rep="")
+    """Numbers readable in the table: units (GB, M params, s), 4 significant digits otherwise."""
+    return table.style.format(column_formatters(table), na_rep="")
 
 
 def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
@@ -194,7 +197,7 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
 
     tasks = tasks_in(loaded.table)
     task0 = tasks[0] if tasks else None
-    models0 = model_choices(loaded, task0)
+    models0 = model_options(loaded, task0)
     names0, x0, y0, note0 = metric_choices(loaded, task0)
 
     with gr.Blocks(title="peftbench", analytics_enabled=False) as demo:
@@ -202,7 +205,9 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
         loaded_md = gr.Markdown(_loaded_text(loaded), elem_id="loaded-summary")
         with gr.Row():
             task_dd = gr.Dropdown(tasks, value=task0, label="Task", elem_id="task-select")
-            model_dd = gr.Dropdown(models0, value=models0[0] if models0 else None, label="Base model")
+            model_dd = gr.Dropdown(
+                models0, value=models0[0][1] if models0 else None, label="Base model", elem_id="model-select"
+            )
             reload_btn = gr.Button("Reload results", visible=reload is not None, scale=0)
         note_md = gr.Markdown(note0)
         with gr.Row():
@@ -232,7 +237,8 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
         summary_tb = gr.Textbox(label="Summary statistics", lines=8, interactive=False)
         with gr.Row():
             export_btn = gr.Button("Export filtered runs as CSV", scale=0, elem_id="export-csv")
-            export_file = gr.File(label="CSV", elem_id="export-file")
+            # hidden until there is a file: an empty File box is a tall blank area
+            export_file = gr.File(label="CSV", elem_id="export-file", visible=False)
 
         gr.Markdown("## Training curves\nTrain loss and validation metric against step (mean over seeds).")
         curves_dd = gr.Dropdown([], multiselect=True, label="Experiments (default: the Pareto frontier)")
@@ -243,14 +249,20 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
             run_a = gr.Dropdown([], label="Run A")
             run_b = gr.Dropdown([], label="Run B")
             only_diff = gr.Checkbox(value=True, label="only differences")
-        diff_df = gr.Dataframe(label="Differences", interactive=False, wrap=True, elem_id="diff-table")
+        diff_df = gr.Dataframe(
+            label="Differences",
+            interactive=False,
+            wrap=True,
+            column_widths=["30%", "35%", "35%"],
+            elem_id="diff-table",
+        )
 
         def on_task(task):
             current = state["loaded"]
-            models = model_choices(current, task)
+            models = model_options(current, task)
             names, x, y, note = metric_choices(current, task)
             return (
-                gr.update(choices=models, value=models[0] if models else None),
+                gr.update(choices=models, value=models[0][1] if models else None),
                 gr.update(choices=names, value=x),
                 gr.update(choices=names, value=y),
                 note,
@@ -281,8 +293,8 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
             return diff_view(view.runs, a, b, only_differences=only)
 
         def on_export(task, model, filter_text, x, y):
-            view = view_of(task, model, filter_text, x, y)
-            return export_csv(view.runs)
+            path = export_csv(view_of(task, model, filter_text, x, y).runs)
+            return gr.update(value=path, visible=path is not None)
 
         def on_reload():
             state["loaded"] = reload() if reload else state["loaded"]

@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from peftbench.analysis.aggregate import FAMILIES, FULL_FINETUNING
 from peftbench.analysis.pareto import pareto_mask
+from peftbench.analysis.views import axis_format, human_of
 from peftbench.tasks.base import Metric
 
 # One fixed colour per method family, so that a family keeps its colour across plots and pages.
@@ -50,10 +51,11 @@ def _errors(df: pd.DataFrame, metric: Metric) -> dict | None:
 
 def _hover(df: pd.DataFrame, x: Metric, y: Metric) -> list[str]:
     def value(row: pd.Series, metric: Metric) -> str:
-        text = f"{metric.name}: {row[metric.name]:.4g}"
+        show = human_of(metric.name)
+        text = f"{metric.label or metric.name}: {show(row[metric.name])}"
         low, high = row.get(f"{metric.name}_low"), row.get(f"{metric.name}_high")
         if low is not None and high is not None and not (pd.isna(low) or pd.isna(high)):
-            text += f" [{low:.4g}, {high:.4g}]"
+            text += f" [{show(low)}, {show(high)}]"
         return text
 
     return [
@@ -117,6 +119,8 @@ def pareto_figure(experiments: pd.DataFrame, *, x: Metric, y: Metric, title: str
         xaxis_title=f"{x.label or x.name} ({better[x.higher_is_better]})",
         yaxis_title=f"{y.label or y.name} ({better[y.higher_is_better]})",
         legend_title="method family (outlined: on the frontier)",
+        xaxis=axis_format(x, data[x.name]),
+        yaxis=axis_format(y, data[y.name]),
         height=560,
         margin={"l": 60, "r": 20, "t": 60, "b": 60},
     )

@@ -15,58 +15,54 @@ from plotly.offline import get_plotlyjs
 from peftbench.analysis.aggregate import (
     Loaded,
     available_metrics,
-    compact_columns,
-    mark_tied_with_best,
     seed_summary,
     select,
     task_metrics,
     tasks_in,
-    whole_number_columns,
 )
 from peftbench.analysis.pareto import pareto_mask
+from peftbench.analysis.views import (
+    TIED_COLUMN,
+    axes_note,
+    base_model_label,
+    column_formatters,
+    default_axes,
+    results_table,
+)
 from peftbench.dashboard.plots import curves_figure, pareto_figure
 from peftbench.tasks.base import Metric
 
-TIED_COLUMN = "tied_with_best"
-
+# Wide tables scroll inside their box, never the page; cells do not wrap, so a row stays one line.
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1.5em; max-width: 1400px;
+       color: #222; }
 h1, h2, h3 { font-weight: 600; }
 table.results { border-collapse: collapse; font-size: 13px; }
-table.results th, table.results td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }
-table.results th { background: #f4f4f4; position: sticky; top: 0; }
+table.results th, table.results td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right;
+                                     white-space: nowrap; }
+table.results th { background: #f4f4f4; position: sticky; top: 0; white-space: normal; }
 table.results td:first-child, table.results th:first-child { text-align: left; }
 .note { color: #666; font-size: 13px; }
-.scroll { max-height: 600px; overflow: auto; }
+.scroll { max-height: 600px; max-width: 100%; overflow: auto; }
 """
 
 
-def default_axes(metrics: list[Metric]) -> tuple[Metric, Metric] | None:
-    """Peak memory against the first higher-is-better metric (test accuracy), as the reference does."""
-    names = {m.name: m for m in metrics}
-    y = next((m for m in metrics if m.higher_is_better), None)
-    x = names.get("memory_max") or next((m for m in metrics if m is not y), None)
-    if x is None or y is None:
-        return None
-    return x, y
+def _breakable(name: str) -> str:
+    return name.replace("_", "_\u200b")
 
 
 def _table_html(runs: pd.DataFrame, metrics: list[Metric], primary: Metric | None) -> str:
-    columns = compact_columns(runs, metrics)
-    view = runs[columns].copy()
-    if primary is not None:
-        tied = mark_tied_with_best(runs, primary)
-        view.insert(3, TIED_COLUMN, tied.map({True: "yes", False: "no"}).fillna("?"))
-    if "created_at" in view.columns:
-        view["created_at"] = view["created_at"].dt.strftime("%Y-%m-%d %H:%M")
-    whole = set(whole_number_columns(view))
-    formatters = {
-        c: ((lambda v: f"{v:,.0f}") if c in whole else (lambda v: f"{v:.4g}"))
-        for c in view.columns
-        if view[c].dtype.kind == "f"
-    }
+    view = results_table(runs, metrics, primary=primary)
+    # a zero-width space after each "_" lets long headers (num_trainable_params) wrap there
+    formatters = {_breakable(c): f for c, f in column_formatters(view).items()}
+    view.columns = [_breakable(c) for c in view.columns]
     return view.to_html(
-        index=False, classes="results", border=0, na_rep="", formatters=formatters, escape=True
+        index=False,
+        classes="results",
+        border=0,
+        na_rep="",
+        formatters=formatters,
+        escape=True,
     )
 
 
@@ -76,12 +72,14 @@ def task_section(loaded: Loaded, task: str) -> str:
     metrics, note = task_metrics(task)
     usable = available_metrics(runs, metrics)
     parts = [f"<h2>{html.escape(task)}</h2>"]
-    models = ", ".join(sorted(runs["model_id"].dropna().unique()))
+    models = ", ".join(base_model_label(runs, m) for m in sorted(runs["model_id"].dropna().unique()))
     parts.append(f"<p>{len(runs)} runs of {runs['experiment_name'].nunique()} experiments; base model: ")
     parts[-1] += f"{html.escape(models or 'unknown')}</p>"
     if note:
         parts.append(f'<p class="note">{html.escape(note)}</p>')
-    axes = default_axes(usable)
+    axes = default_axes(usable, runs)
+    if axes_note(runs, axes):
+        parts.append(f'<p class="note">{html.escape(axes_note(runs, axes))}</p>')
     experiments = seed_summary(runs, usable)
     frontier: list[str] = []
     if axes is not None:
