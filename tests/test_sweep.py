@@ -224,6 +224,21 @@ def test_temporary_results_count_only_when_asked_and_only_full_runs(task_dir, ca
     assert capsys.readouterr().out.splitlines()[-1] == "1 pending, 1 up to date"
 
 
+def test_a_quick_or_shortened_result_never_makes_the_full_run_up_to_date(task_dir):
+    """Wherever it lies: `peftbench run` writes only full runs to results/, but a file may be copied."""
+    run = runs_of(task_dir, filters="lora/toy-rank4")["lora/toy-rank4#0"]
+    path = write_result(run)
+    assert run_state(run) == pending.RunState(False, "up to date")
+    for run_info, variant in [
+        ({"quick": True}, "quick"),
+        ({"cli_overrides": {"max_steps": 5}}, "max_steps=5"),
+    ]:
+        record = json.loads(path.read_text())
+        record["run_info"].update({"quick": False, "cli_overrides": {}, **run_info})
+        atomic_write_json(path, record)
+        assert run_state(run) == pending.RunState(True, f"only a --quick or --set run ({variant})")
+
+
 def test_seeds_are_runs_of_their_own(task_dir):
     runs = runs_of(task_dir, seeds=[0, 1], filters="lora/toy-rank4")
     assert sorted(runs) == ["lora/toy-rank4#0", "lora/toy-rank4#1"]
