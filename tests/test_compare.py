@@ -392,3 +392,13 @@ def test_baseline_confidence_sets_alpha(task_dir, capsys):
     assert code == 0
     data = json.loads(out)
     assert data["alpha"] == pytest.approx(0.1) and data["confidence"] == pytest.approx(0.9)
+
+
+def test_method_footer_names_each_test_once_and_counts_its_caveats(task_dir, capsys):
+    code, out, err = run_cli(capsys, task_dir, "--baseline", "lora/b")
+    assert code == 0, err
+    footer = out[out.index("\nmethod: ") :].strip().splitlines()
+    assert footer == [
+        "method: t-test over items x seeds (variance components, Welch-Satterthwaite df)",
+        "  1 of 2 comparisons: A has one seed: its variation across seeds is assumed equal to the other's",
+    ]

@@ -472,6 +472,20 @@ def render_pair(result: dict, *, fmt: str) -> str:
     return "\n".join(lines)
 
 
+def _method_lines(methods: list[str]) -> list[str]:
+    """The tests used, each named once, then each caveat ("A has one seed: ...") with how many rows it
+    concerns: joining the rows' method texts repeated the test's name once per caveat."""
+    from collections import Counter
+
+    if not methods:
+        return []
+    tests = dict.fromkeys(m.split("; ")[0] for m in methods)
+    caveats = Counter(caveat for m in methods for caveat in m.split("; ")[1:])
+    lines = ["", "method: " + "; ".join(tests)]
+    lines += [f"  {n} of {len(methods)} comparisons: {caveat}" for caveat, n in caveats.items()]
+    return lines
+
+
 def render_baseline(result: dict, *, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(result, indent=2, default=float)
@@ -504,9 +518,7 @@ def render_baseline(result: dict, *, fmt: str) -> str:
         "",
         _grid(header, rows, markdown=md) if rows else "(no experiment could be compared with the baseline)",
     ]
-    methods = sorted({c["method"] for c in result["comparisons"] if c.get("method")})
-    if methods:
-        lines += ["", "method: " + "; ".join(methods)]
+    lines += _method_lines([c["method"] for c in result["comparisons"] if c.get("method")])
     if notes:
         lines += ["", "not compared:", *(f"  {n}" for n in notes)]
     return "\n".join(lines)
