@@ -605,3 +605,17 @@ def test_ray_sweep_on_a_local_instance(tmp_path, model_dir, run_env, capsys):
     args = ["sweep", str(task_dir), "--filter", "full-*/*,lora/toy-*", "--include-temporary"]
     assert cli.main(args) == 0
     assert "all 3 runs are up to date" in capsys.readouterr().out
+
+
+def test_the_demos_filter_names_one_committed_experiment_each_with_a_full_result():
+    """`make demo` sweeps DEMO_FILTER: each name must still exist, and have the committed full result
+    that its quick run is shown beside in the report."""
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    makefile = (repo / "Makefile").read_text(encoding="utf-8")
+    demo_filter = re.search(r"^DEMO_FILTER \?= (.+)$", makefile, re.MULTILINE).group(1)
+    names = demo_filter.split(",")
+    runs = plan(repo / "benchmarks" / "tinymath", filters=demo_filter)
+    assert sorted(r.experiment.experiment_name for r in runs) == sorted(names)
+    assert all(r.result_path.is_file() for r in runs)
