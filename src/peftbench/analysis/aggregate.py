@@ -140,8 +140,8 @@ class Loaded:
         notes = []
         if self.n_variant_runs:
             notes.append(
-                f"{self.n_variant_runs} quick or shortened (--quick, --set): their own experiments, "
-                "labelled [quick] or [key=value], never mixed with full runs"
+                f"{self.n_variant_runs} quick or shortened (--quick, --set): labelled [quick] or "
+                "[key=value], kept apart from full runs"
             )
         if self.n_not_success:
             notes.append(f"{self.n_not_success} skipped: status not success")
