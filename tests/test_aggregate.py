@@ -12,6 +12,7 @@ from result_records import make_record, write_record
 
 from peftbench.analysis import aggregate as agg
 from peftbench.analysis.stats import t_interval, wilson_interval
+from peftbench.analysis.variant import labelled, run_variant
 from peftbench.errors import BadInput
 from peftbench.tasks.base import COMMON_METRICS
 
@@ -233,3 +234,65 @@ def test_reference_files_load_unchanged(reference_dir):
     assert images["test_dino_similarity"].notna().all()
     assert images["test_accuracy"].isna().all()
     assert not loaded.curves.empty
+
+
+# ---- quick and shortened runs: another identity ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run_info", "variant"),
+    [
+        ({}, ""),  # reference format: no quick key, a full run
+        ({"quick": False, "cli_overrides": {}}, ""),
+        ({"quick": True, "cli_overrides": {}}, "quick"),
+        ({"quick": False, "cli_overrides": {"max_steps": 150}}, "max_steps=150"),
+        (
+            {"quick": True, "cli_overrides": {"optimizer_kwargs": {"lr": 0.001}, "max_steps": 150}},
+            "quick, max_steps=150, optimizer_kwargs.lr=0.001",
+        ),
+        ({"cli_overrides": {"optimizer_kwargs.lr": 0.001}}, "optimizer_kwargs.lr=0.001"),
+    ],
+)
+def test_run_variant_names_quick_runs_and_overrides(run_info, variant):
+    assert run_variant(run_info) == variant
+    assert labelled("lora/a", variant) == (f"lora/a [{variant}]" if variant else "lora/a")
+
+
+def _variant_record(experiment, *, quick=False, overrides=None, created_at, **kwargs):
+    record = make_record(experiment, created_at=created_at, **kwargs)
+    record["run_info"].update(quick=quick, cli_overrides=overrides or {})
+    return record
+
+
+def test_quick_and_shortened_runs_never_supersede_full_runs(tmp_path):
+    """The demo's case: a later 150-step quick run must not replace the committed 800-step result."""
+    results, temporary = tmp_path / "t" / "results", tmp_path / "t" / "temporary_results"
+    write_record(results, _variant_record("full/a", accuracy=0.556, created_at="2026-01-01T00:00:00+00:00"))
+    quick = _variant_record("full/a", quick=True, accuracy=0.208, created_at="2026-02-01T00:00:00+00:00")
+    write_record(temporary, quick, "full--a--q1.json")
+    later_quick = _variant_record("full/a", quick=True, accuracy=0.21, created_at="2026-03-01T00:00:00+00:00")
+    write_record(temporary, later_quick, "full--a--q2.json")
+    short = _variant_record(
+        "full/a", overrides={"max_steps": 5}, accuracy=0.01, created_at="2026-02-01T00:00:00+00:00"
+    )
+    write_record(temporary, short, "full--a--s.json")
+    loaded = agg.load_results([tmp_path / "t"], include_temporary=True)
+    rows = loaded.table.set_index("experiment_name")
+    assert rows["test_accuracy"].to_dict() == {
+        "full/a": 0.556,
+        "full/a [max_steps=5]": 0.01,
+        "full/a [quick]": 0.21,  # the later quick run supersedes the earlier quick run only
+    }
+    assert rows["variant"].to_dict() == {
+        "full/a": "",
+        "full/a [max_steps=5]": "max_steps=5",
+        "full/a [quick]": "quick",
+    }
+    assert set(rows["method"]) == {"full"} and set(rows["name"]) == {"a"}
+    assert loaded.n_superseded == 1 and loaded.n_variant_runs == 2
+    assert "2 quick or shortened" in loaded.summary and "1 superseded" in loaded.summary
+    summary = agg.seed_summary(loaded.table, COMMON_METRICS).set_index("experiment_name")
+    assert summary.loc["full/a", "test_accuracy"] == 0.556 and summary.loc["full/a", "n_seeds"] == 1
+    assert summary.loc["full/a [quick]", "variant"] == "quick"
+    # curves stay with their own run
+    assert set(loaded.curves["experiment_name"]) == set(rows.index)

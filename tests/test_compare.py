@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from result_records import make_record, write_record
 from scipy import stats as sps
 
-from peftbench.analysis.stats import ItemRun, paired_comparison
+from peftbench.analysis.aggregate import load_results
+from peftbench.analysis.stats import ItemRun, item_runs, paired_comparison
 from peftbench.cli import main
 from peftbench.commands.compare import experiment_id
 
@@ -136,7 +138,7 @@ def test_baseline_compares_all_with_holm_and_notes_reference_files(task_dir, cap
     assert "against baseline lora/b (3 seed(s))" in lines[0]
     table_rows = [line for line in lines if line.startswith(("lora/a", "ia3/c"))]
     assert [r.split()[0] for r in table_rows] == ["lora/a", "ia3/c"]  # best first
-    assert table_rows[0].split()[7] == "yes"  # the CI holds a space
+    assert table_rows[0].split()[6] == "yes"  # the CI holds a space
     assert "lora/llama-3.2-3B-rank32:" in out and "per-item data is missing" in out
 
 
@@ -294,3 +296,109 @@ def test_other_metrics_against_a_baseline_best_first_by_the_metrics_direction(fo
 def test_bad_metric_options(forgetting_dir, capsys, extra, message):
     code, _, err = run_cli(capsys, forgetting_dir, "lora/a", "lora/b", *extra)
     assert code == 2 and message in err
+
+
+# ---- the issue's case, and quick runs ----------------------------------------------------------------
+
+
+def _record(experiment: str, correct: str, *, seed: int = 0, quick: bool = False) -> dict:
+    record = make_record(
+        experiment, seed=seed, accuracy=correct.count("1") / len(correct), test_correct=correct
+    )
+    record["train_info"]["test_items_hash"] = HASH
+    record["run_info"].update(quick=quick, cli_overrides={})
+    return record
+
+
+@pytest.fixture
+def issue_dir(tmp_path):
+    """Full fine-tuning at 0.556, 0.542, 0.498 on 500 items (mean 0.532) and 20 methods at 0%, one seed each,
+    like tinymath's committed results where `compare --baseline` said "not significant" for trainable tokens
+    at 0.000 beside the unadjusted interval [-0.692, -0.372]."""
+    results = tmp_path / "tinymath" / "results"
+    order = np.random.default_rng(5).permutation(500)
+    for seed, n_right in enumerate((278, 271, 249)):
+        correct = np.zeros(500, dtype=int)
+        correct[order[:n_right]] = 1  # the easy items first: the seeds agree as real runs do
+        write_record(results, _record("full-finetuning/lr", "".join(map(str, correct)), seed=seed))
+    for i in range(20):
+        name = "trainable_tokens/sos" if i == 0 else f"zero/m{i}"
+        write_record(results, _record(name, "0" * 500))
+    return tmp_path / "tinymath"
+
+
+def test_baseline_interval_and_significance_agree_in_the_issues_case(issue_dir, capsys):
+    code, out, err = run_cli(capsys, issue_dir, "--baseline", "full-finetuning/lr", "--format", "json")
+    assert code == 0, err
+    row = next(c for c in json.loads(out)["comparisons"] if c["experiment"] == "trainable_tokens/sos")
+    assert row["mean"] == 0 and row["diff"] == pytest.approx(-0.532)
+    # alone, the comparison is significant and its interval excludes 0, as the issue printed ...
+    table = load_results([issue_dir]).table
+    alone = paired_comparison(item_runs(table[table["experiment_name"] == "trainable_tokens/sos"]),
+                              item_runs(table[table["experiment_name"] == "full-finetuning/lr"]))  # fmt: skip
+    assert alone.high < 0 and alone.p_value < 0.05
+    assert (alone.low, alone.high) == pytest.approx((-0.692, -0.372), abs=0.03)
+    # ... after Holm over 20 comparisons it is not, and neither is its interval: they agree
+    assert row["p_holm"] >= 0.05 and row["significant"] is False
+    assert row["low"] < 0 < row["high"] and row["level"] > 0.95
+    code, out, _ = run_cli(capsys, issue_dir, "--baseline", "full-finetuning/lr")
+    header, line = (next(x for x in out.splitlines() if x.startswith(s)) for s in ("experiment", "trainable"))
+    assert header.split()[3:9] == ["diff", "95%", "CI", "(Holm)", "p", "(Holm)"]
+    assert line.split()[3:5] == ["[-1.000,", f"{row['high']:+.3f}]"] and line.split()[6] == "no"
+    assert "excludes 0 exactly when the row is significant" in out
+
+
+def test_quick_runs_are_compared_only_with_quick_runs(issue_dir, capsys):
+    write_record(
+        issue_dir / "temporary_results", _record("full-finetuning/lr", "1" * 100 + "0" * 400, quick=True)
+    )
+    code, out, err = run_cli(
+        capsys, issue_dir, "full-finetuning/lr [quick]", "zero/m1", "--include-temporary"
+    )
+    assert code == 2 and "only runs of the same variant" in err and "a quick run" in err
+    code, out, err = run_cli(
+        capsys, issue_dir, "--baseline", "full-finetuning/lr", "--include-temporary", "--format", "json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert "full-finetuning/lr [quick]" not in {c["experiment"] for c in data["comparisons"]}
+    assert data["baseline_seeds"] == 3  # the quick run did not supersede seed 0
+    assert data["other_variants"] == [
+        {"experiment": "full-finetuning/lr [quick]", "note": 'variant "quick", the baseline\'s is "full"'}
+    ]
+    code, out, err = run_cli(
+        capsys, issue_dir, "--baseline", "full-finetuning/lr [quick]", "--include-temporary"
+    )
+    assert code == 2 and "nothing to compare with" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["lora/a", "lora/b", "--alpha", "0.1"], "--alpha applies with --baseline only"),
+        (["--baseline", "lora/b", "--confidence", "0.9", "--alpha", "0.05"], "disagree"),
+        (["--baseline", "lora/b", "--alpha", "5"], "--alpha must be between 0 and 1"),
+    ],
+)
+def test_levels_of_a_baseline_comparison_are_one_setting(task_dir, capsys, extra, message):
+    code, out, err = run_cli(capsys, task_dir, *extra)
+    assert code == 2 and message in err and out == ""
+
+
+def test_baseline_confidence_sets_alpha(task_dir, capsys):
+    code, out, _ = run_cli(
+        capsys, task_dir, "--baseline", "lora/b", "--confidence", "0.9", "--format", "json"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["alpha"] == pytest.approx(0.1) and data["confidence"] == pytest.approx(0.9)
+
+
+def test_method_footer_names_each_test_once_and_counts_its_caveats(task_dir, capsys):
+    code, out, err = run_cli(capsys, task_dir, "--baseline", "lora/b")
+    assert code == 0, err
+    footer = out[out.index("\nmethod: ") :].strip().splitlines()
+    assert footer == [
+        "method: t-test over items x seeds (variance components, Welch-Satterthwaite df)",
+        "  1 of 2 comparisons: A has one seed: its variation across seeds is assumed equal to the other's",
+    ]

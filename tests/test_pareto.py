@@ -125,3 +125,13 @@ def test_reference_frontier(reference_dir):
     # the frontier is ordered by memory, and accuracy rises along it
     assert np.all(np.diff(front["memory_max"].to_numpy()) >= 0)
     assert np.all(np.diff(front["test_accuracy"].to_numpy()) > 0)
+
+
+def test_each_variant_has_its_own_frontier():
+    """A quick run is cheap because it is short: it must not push the full runs off their frontier."""
+    df = frame(
+        [("full", 10.0, 0.55), ("lora", 5.0, 0.41), ("full [quick]", 1.0, 0.6), ("lora [quick]", 2.0, 0.2)]
+    )
+    df["variant"] = ["", "", "quick", "quick"]
+    assert pareto_mask(df, x=MEM, y=ACC).tolist() == [True, True, True, False]
+    assert pareto_mask(df.drop(columns="variant"), x=MEM, y=ACC).tolist() == [False, False, True, False]

@@ -18,12 +18,15 @@ from peftbench.analysis.stats import (
     best_comparisons,
     compare_to_baseline,
     holm,
+    holm_adjust,
+    holm_level,
     indistinguishable_from_best,
     item_run_from_record,
     newcombe_paired_interval,
     paired_comparison,
     t_interval,
     welch_comparison,
+    welch_to_baseline,
     wilson_interval,
 )
 from peftbench.errors import BadInput
@@ -386,3 +389,77 @@ def test_welch_comparison_matches_scipy_and_handles_constant_or_too_few_values()
     assert (same.diff, same.p_value, same.low, same.high) == (0.0, 1.0, 0.0, 0.0)
     with pytest.raises(BadInput, match="at least 2 values on each side, got 1 and 2"):
         welch_comparison([1.0], [1.0, 2.0])
+
+
+# ---- Holm-adjusted intervals: an interval that excludes 0 goes with "significant" -------------------
+
+
+def test_holm_adjusted_intervals_agree_with_significance_and_match_scipy_at_their_level():
+    base = [0.30, 0.32, 0.29, 0.31]
+    values = {
+        "base/x": base,
+        "far/a": [0.10, 0.12, 0.11, 0.10],  # clearly better: significant after Holm
+        "near/b": [0.26, 0.29, 0.27, 0.28],  # p about 0.02 alone: not after Holm over 5
+        **{f"same/{i}": [0.30 + 0.01 * i, 0.31, 0.29, 0.32] for i in range(3)},
+    }
+    table = welch_to_baseline(values, "base/x", alpha=0.05).set_index("experiment")
+    m = len(table)
+    near = table.loc["near/b"]
+    alone = welch_comparison(values["near/b"], base, confidence=0.95)
+    assert alone.high < 0 and alone.p_value < 0.05  # the unadjusted interval excludes 0 ...
+    assert not near["significant"] and near["low"] < 0 < near["high"]  # ... the Holm-adjusted one does not
+    for name, row in table.iterrows():
+        assert bool(row["low"] > 0 or row["high"] < 0) == bool(row["significant"]), name
+        ref = sps.ttest_ind(values[name], base, equal_var=False).confidence_interval(row["level"])
+        assert (row["low"], row["high"]) == pytest.approx((ref.low, ref.high))
+        assert row["note"] == ""
+    first = table["p_value"].idxmin()
+    assert first == "far/a" and table.loc[first, "significant"]
+    assert table.loc[first, "level"] == pytest.approx(1 - 0.05 / m)  # the smallest p-value: Bonferroni
+    assert table["p_holm"].tolist() == pytest.approx(multipletests(table["p_value"], method="holm")[1])
+
+
+def test_holm_level_divides_alpha_by_the_factor_holm_applied():
+    assert holm_level(0.01, 0.03, alpha=0.05, m=3) == pytest.approx(1 - 0.05 / 3)
+    assert holm_level(0.5, 1.0, alpha=0.05, m=3) == pytest.approx(1 - 0.05 / 2)  # capped at 1
+    assert holm_level(0.0, 0.0, alpha=0.05, m=4) == pytest.approx(1 - 0.05 / 4)  # no noise: Bonferroni
+
+
+def test_holm_adjust_says_when_a_test_and_its_interval_disagree():
+    table = pd.DataFrame({"experiment": ["a", "b"], "p_value": [0.5, 0.001], "note": ["", ""]})
+    out = holm_adjust(table, lambda name, level: (0.1, 0.2), alpha=0.05).set_index("experiment")
+    assert "disagree" in out.loc["a", "note"]  # not significant, yet the interval excludes 0
+    assert out.loc["b", "note"] == ""  # significant, and the interval excludes 0
+
+
+def test_compare_to_baseline_intervals_are_holm_adjusted():
+    rng = np.random.default_rng(3)
+    base = [_run(rng.random(300) < 0.5, seed=s) for s in range(3)]
+    runs = {"base/x": base, **{f"m/{i}": [_run(rng.random(300) < 0.45 - 0.05 * i)] for i in range(5)}}
+    table = compare_to_baseline(runs, "base/x")
+    for _, row in table.iterrows():
+        assert bool(row["low"] > 0 or row["high"] < 0) == bool(row["significant"])
+        alone = paired_comparison(runs[row["experiment"]], base, confidence=row["level"])
+        assert (row["low"], row["high"]) == pytest.approx((alone.low, alone.high))
+        assert row["level"] >= 0.95
+
+
+def test_tied_with_best_is_decided_within_each_variant():
+    """A quick run is neither the best of the full runs nor tested against them."""
+    from peftbench.analysis.aggregate import mark_tied_with_best
+    from peftbench.tasks.base import COMMON_METRICS
+
+    df = pd.DataFrame(
+        {
+            "experiment_name": ["a"] * 3 + ["b"] * 3 + ["a [quick]"] * 3 + ["b [quick]"] * 2,
+            "variant": [""] * 6 + ["quick"] * 5,
+            "forgetting": [0.10, 0.12, 0.11, 0.30, 0.32, 0.29, 0.01, 0.02, 0.015, 0.011, 0.02],
+        }
+    )
+    table = best_comparisons(df, "forgetting", higher_is_better=False)
+    assert table["is_best"].to_dict() == {"a": True, "b": False, "a [quick]": True, "b [quick]": False}
+    assert table["tied_with_best"].to_dict() == {"a": True, "b": False, "a [quick]": True, "b [quick]": True}
+    assert table["variant"].to_dict() == {"a": "", "b": "", "a [quick]": "quick", "b [quick]": "quick"}
+    forgetting = next(m for m in COMMON_METRICS if m.name == "forgetting")
+    per_run = mark_tied_with_best(df, forgetting)
+    assert per_run.tolist() == [True] * 3 + [False] * 3 + [True] * 5

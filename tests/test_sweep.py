@@ -224,6 +224,21 @@ def test_temporary_results_count_only_when_asked_and_only_full_runs(task_dir, ca
     assert capsys.readouterr().out.splitlines()[-1] == "1 pending, 1 up to date"
 
 
+def test_a_quick_or_shortened_result_never_makes_the_full_run_up_to_date(task_dir):
+    """Wherever it lies: `peftbench run` writes only full runs to results/, but a file may be copied."""
+    run = runs_of(task_dir, filters="lora/toy-rank4")["lora/toy-rank4#0"]
+    path = write_result(run)
+    assert run_state(run) == pending.RunState(False, "up to date")
+    for run_info, variant in [
+        ({"quick": True}, "quick"),
+        ({"cli_overrides": {"max_steps": 5}}, "max_steps=5"),
+    ]:
+        record = json.loads(path.read_text())
+        record["run_info"].update({"quick": False, "cli_overrides": {}, **run_info})
+        atomic_write_json(path, record)
+        assert run_state(run) == pending.RunState(True, f"only a --quick or --set run ({variant})")
+
+
 def test_seeds_are_runs_of_their_own(task_dir):
     runs = runs_of(task_dir, seeds=[0, 1], filters="lora/toy-rank4")
     assert sorted(runs) == ["lora/toy-rank4#0", "lora/toy-rank4#1"]
@@ -590,3 +605,17 @@ def test_ray_sweep_on_a_local_instance(tmp_path, model_dir, run_env, capsys):
     args = ["sweep", str(task_dir), "--filter", "full-*/*,lora/toy-*", "--include-temporary"]
     assert cli.main(args) == 0
     assert "all 3 runs are up to date" in capsys.readouterr().out
+
+
+def test_the_demos_filter_names_one_committed_experiment_each_with_a_full_result():
+    """`make demo` sweeps DEMO_FILTER: each name must still exist, and have the committed full result
+    that its quick run is shown beside in the report."""
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    makefile = (repo / "Makefile").read_text(encoding="utf-8")
+    demo_filter = re.search(r"^DEMO_FILTER \?= (.+)$", makefile, re.MULTILINE).group(1)
+    names = demo_filter.split(",")
+    runs = plan(repo / "benchmarks" / "tinymath", filters=demo_filter)
+    assert sorted(r.experiment.experiment_name for r in runs) == sorted(names)
+    assert all(r.result_path.is_file() for r in runs)

@@ -3,7 +3,10 @@
 Reading files is confined to `load_results`; everything else here is a pure function of records
 or DataFrames, so the dashboard, the report and the command line share one tested code path.
 Metric columns are named after `Metric.name` (see peftbench.tasks.base.COMMON_METRICS); which way
-is better comes from the task plug-in, never from this module.
+is better comes from the task plug-in, never from this module. A quick or shortened run is its own
+experiment (peftbench.analysis.variant): its `experiment_name` carries the label, e.g.
+`lora/tiny-llama-rank8-attention [quick]`, and its `variant` column says which, so every grouping by
+experiment keeps it apart from the full runs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from peftbench.analysis.variant import FULL, labelled, run_variant
 from peftbench.errors import BadInput, did_you_mean
 from peftbench.results import final_metrics, load_result
 from peftbench.tasks.base import COMMON_METRICS, Metric
@@ -25,7 +29,19 @@ RESULT_FOLDERS = ("results", "temporary_results", "cancelled_results")
 NO_RESULTS = "no results yet"
 
 # Columns of the results table in display order; metric columns follow the identifying ones.
-ID_COLUMNS = ("task", "experiment_name", "method", "name", "seed", "family", "peft_type", "model_id")
+ID_COLUMNS = (
+    "task",
+    "experiment_name",
+    "method",
+    "name",
+    "seed",
+    "variant",
+    "family",
+    "peft_type",
+    "model_id",
+)
+# A run's identity: experiment_name includes the variant's label, so a quick run never supersedes a full one.
+IDENTITY = ["task", "experiment_name", "seed"]
 INFO_COLUMNS = (
     "status",
     "created_at",
@@ -110,6 +126,11 @@ class Loaded:
     n_superseded: int = 0
 
     @property
+    def n_variant_runs(self) -> int:
+        """Runs made with --quick or --set: shown as their own experiments, never mixed with full runs."""
+        return 0 if self.table.empty else int((self.table["variant"] != FULL).sum())
+
+    @property
     def summary(self) -> str:
         """One line for humans: how many runs, and what was skipped and why."""
         if self.table.empty:
@@ -117,6 +138,11 @@ class Loaded:
         else:
             text = f"{len(self.table)} runs of {self.table['experiment_name'].nunique()} experiments"
         notes = []
+        if self.n_variant_runs:
+            notes.append(
+                f"{self.n_variant_runs} quick or shortened (--quick, --set): labelled [quick] or "
+                "[key=value], kept apart from full runs"
+            )
         if self.n_not_success:
             notes.append(f"{self.n_not_success} skipped: status not success")
         if self.n_superseded:
@@ -219,16 +245,18 @@ def record_to_row(data: Mapping[str, Any], *, file: Path, task: str) -> dict[str
     packages = _object(meta_info, "package_info")
     experiment = run_info["experiment_name"]
     method, _, name = experiment.partition("/")
+    variant = run_variant(run_info)
     final = _final(data)
     test_correct = train_info.get("test_correct")
     peft_type = peft_config.get("peft_type")
     seed = run_info.get("seed", train_config.get("seed"))
     row: dict[str, Any] = {
         "task": task,
-        "experiment_name": experiment,
+        "experiment_name": labelled(experiment, variant),
         "method": method,
         "name": name,
         "seed": int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 0,
+        "variant": variant,
         "family": method_family(peft_type),
         "peft_type": peft_type or "FULL",
         "model_id": train_config.get("model_id"),
@@ -306,12 +334,14 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def keep_latest(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep the latest run (created_at) per task, experiment and seed; return it and how many were dropped."""
+    """Keep the latest run (created_at) per IDENTITY (task, experiment with its variant, seed); return it
+    and how many were dropped."""
     if df.empty:
         return df, 0
-    keys = ["task", "experiment_name", "seed"]
-    latest = df.sort_values(["created_at", "file"], na_position="first").drop_duplicates(keys, keep="last")
-    latest = latest.sort_values(keys).reset_index(drop=True)
+    latest = df.sort_values(["created_at", "file"], na_position="first").drop_duplicates(
+        IDENTITY, keep="last"
+    )
+    latest = latest.sort_values(IDENTITY).reset_index(drop=True)
     return latest, len(df) - len(latest)
 
 
@@ -404,6 +434,7 @@ def seed_summary(df: pd.DataFrame, metrics: Iterable[Metric], *, confidence: flo
             "task": task,
             "experiment_name": experiment,
             "method": first["method"],
+            "variant": first["variant"],
             "family": first["family"],
             "peft_type": first["peft_type"],
             "model_id": first["model_id"],
@@ -517,8 +548,9 @@ def compact_columns(df: pd.DataFrame, metrics: Iterable[Metric]) -> list[str]:
 
 
 def mark_tied_with_best(table: pd.DataFrame, metric: Metric, *, alpha: float = 0.05) -> pd.Series:
-    """Per run: whether its experiment is not significantly different from the best on `metric`
-    (peftbench.analysis.stats.best_comparisons); <NA> where it cannot be told (one seed, no items)."""
+    """Per run: whether its experiment is not significantly different from the best of its variant on
+    `metric` (peftbench.analysis.stats.best_comparisons); <NA> where it cannot be told (one seed, no
+    items). The one function behind every `tied_with_best` column: the app and the report call it."""
     from peftbench.analysis.stats import best_comparisons
 
     if table.empty or metric.name not in table.columns:

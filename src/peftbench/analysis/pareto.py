@@ -23,6 +23,8 @@ def pareto_mask(df: pd.DataFrame, *, x: Metric, y: Metric) -> pd.Series:
 
     A row is on the frontier when no other row is at least as good on both metrics and strictly
     better on one. Rows lacking either value are never on it. Identical points are all kept.
+    Each variant (column `variant`: full, quick, shortened; peftbench.analysis.variant) has its own
+    frontier, so that a 150-step quick run, cheap because it is short, never pushes a full run off.
     """
     for metric in (x, y):
         if metric.name not in df.columns:
@@ -32,9 +34,18 @@ def pareto_mask(df: pd.DataFrame, *, x: Metric, y: Metric) -> pd.Series:
     # Both metrics as "lower is better" so that one sweep serves every direction.
     xs = -xs if x.higher_is_better else xs
     ys = -ys if y.higher_is_better else ys
-    valid = ~(np.isnan(xs) | np.isnan(ys))
+    variants = df["variant"].fillna("").to_numpy() if "variant" in df.columns else np.full(len(df), "")
     on_front = np.zeros(len(df), dtype=bool)
-    idx = np.flatnonzero(valid)
+    for variant in np.unique(variants):
+        rows = np.flatnonzero(variants == variant)
+        on_front[rows] = _front(xs[rows], ys[rows])
+    return pd.Series(on_front, index=df.index)
+
+
+def _front(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The frontier of points to be minimised on both axes (NaN: never on it)."""
+    on_front = np.zeros(len(xs), dtype=bool)
+    idx = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
     if idx.size:
         order = idx[np.lexsort((ys[idx], xs[idx]))]
         best_y = np.inf
@@ -51,7 +62,7 @@ def pareto_mask(df: pd.DataFrame, *, x: Metric, y: Metric) -> pd.Series:
                 on_front[group[ys[group] == group_best]] = True
                 best_y = group_best
             start = stop
-    return pd.Series(on_front, index=df.index)
+    return on_front
 
 
 def pareto_front(df: pd.DataFrame, *, x: Metric, y: Metric) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -116,6 +116,7 @@ DEFAULT_BOOTSTRAP = 10_000
 CORRECT_COLUMN = "test_correct"
 HASH_COLUMN = "test_items_hash"
 ACCURACY_COLUMN = "test_accuracy"
+VARIANT_COLUMN = "variant"
 
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare fields yourself
@@ -444,7 +445,6 @@ def compare_to_baseline(
     runs: Mapping[str, Sequence[ItemRun]],
     baseline: str,
     *,
-    confidence: float = 0.95,
     alpha: float = 0.05,
     n_boot: int = DEFAULT_BOOTSTRAP,
     rng_seed: int = 0,
@@ -453,27 +453,26 @@ def compare_to_baseline(
     """Compare every experiment in `runs` (name -> its runs) with `baseline`, Holm-corrected.
 
     One row per other experiment, best first: acc, acc_baseline, diff (experiment minus baseline),
-    low/high (unadjusted confidence interval), p_value, p_holm (Holm's step-down adjustment over
-    all comparisons that could be made), significant (p_holm < alpha), n_items, n_seeds,
-    n_seeds_baseline, method, note. An experiment whose test set differs from the baseline's gets
-    a note and no p-value instead of a wrong pairing, and stays out of the Holm family.
+    then the Holm-adjusted columns of `holm_adjust`: low/high (the interval at `level`, which
+    excludes 0 exactly when the row is significant), p_value (unadjusted), p_holm, significant
+    (p_holm < alpha); then n_items, n_seeds, n_seeds_baseline, method, note. An experiment whose
+    test set differs from the baseline's gets a note and no p-value instead of a wrong pairing, and
+    stays out of the Holm family.
     """
     if baseline not in runs:
         raise BadInput(f'baseline "{baseline}" has no runs{did_you_mean(baseline, runs)}')
+    options = {"n_boot": n_boot, "rng_seed": rng_seed, "method": method}
+
+    def compare(name: str, confidence: float) -> PairedComparison:
+        return paired_comparison(runs[name], runs[baseline], confidence=confidence, **options)
+
     rows = []
     for name, exp_runs in runs.items():
         if name == baseline:
             continue
         row: dict = {"experiment": name, "note": ""}
         try:
-            res = paired_comparison(
-                exp_runs,
-                runs[baseline],
-                confidence=confidence,
-                n_boot=n_boot,
-                rng_seed=rng_seed,
-                method=method,
-            )
+            res = compare(name, 1 - alpha)
         except BadInput as exc:
             row.update(n_seeds=len(exp_runs), n_seeds_baseline=len(runs[baseline]), note=str(exc))
         else:
@@ -481,8 +480,6 @@ def compare_to_baseline(
                 acc=res.acc_a,
                 acc_baseline=res.acc_b,
                 diff=res.diff,
-                low=res.low,
-                high=res.high,
                 p_value=res.p_value,
                 n_items=res.n_items,
                 n_seeds=res.n_seeds_a,
@@ -490,17 +487,102 @@ def compare_to_baseline(
                 method=res.method,
             )
         rows.append(row)
-    columns = [
-        "experiment", "acc", "acc_baseline", "diff", "low", "high", "p_value", "p_holm", "significant",
-        "n_items", "n_seeds", "n_seeds_baseline", "method", "note",
-    ]  # fmt: skip
+    columns = ["experiment", "acc", "acc_baseline", "diff", "p_value", "n_items", "n_seeds",
+               "n_seeds_baseline", "method", "note"]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
     table["n_items"] = table["n_items"].astype("Int64")
-    table["p_holm"] = holm(table["p_value"])
-    table["significant"] = (table["p_holm"] < alpha).astype("boolean").mask(table["p_holm"].isna())
+
+    def interval_at(name: str, level: float) -> tuple[float, float]:
+        res = compare(name, level)
+        return res.low, res.high
+
+    table = holm_adjust(table, interval_at, alpha=alpha)
+    order = ["experiment", "acc", "acc_baseline", "diff", *HOLM_COLUMNS, *columns[5:]]
+    table = table[order]
     return table.sort_values("diff", ascending=False, na_position="last", kind="stable").reset_index(
         drop=True
     )
+
+
+HOLM_COLUMNS = ["low", "high", "level", "p_value", "p_holm", "significant"]
+
+
+def holm_level(p_value: float, p_holm: float, *, alpha: float, m: int) -> float:
+    """Confidence level of a comparison's Holm-adjusted interval: 1 - alpha * p_value / p_holm.
+
+    Holm multiplies each p-value by a factor (m - rank + 1, raised where needed to keep the
+    adjusted p-values in order, and capped so that they stay <= 1); dividing alpha by the same
+    factor gives the interval that excludes 0 exactly when p_holm < alpha, for a test and an
+    interval that are dual (the t-tests). A p-value of 0 (no noise at all) gets Bonferroni's
+    factor m; its interval has no width anyway.
+    """
+    factor = p_holm / p_value if p_value > 0 else m
+    return 1 - alpha / max(1.0, factor)
+
+
+def holm_adjust(
+    table: pd.DataFrame, interval_at: Callable[[str, float], tuple[float, float]], *, alpha: float
+) -> pd.DataFrame:
+    """Holm-adjust a table of comparisons (columns experiment, p_value; NaN p: not compared).
+
+    Adds p_holm, significant (p_holm < alpha) and the Holm-adjusted interval: low and high from
+    `interval_at(experiment, level)` at the row's `holm_level`, so that an interval excludes 0
+    exactly when its row is significant. Where a test and its interval are not exact duals
+    (McNemar's exact test and Newcombe's interval; the bootstrap) and disagree all the same, the
+    row's note says so rather than hide it.
+    """
+    table = table.copy()
+    table["p_holm"] = holm(table["p_value"])
+    table["significant"] = (table["p_holm"] < alpha).astype("boolean").mask(table["p_holm"].isna())
+    table[["low", "high", "level"]] = np.nan
+    compared = table["p_value"].notna()
+    for index, row in table[compared].iterrows():
+        level = holm_level(row["p_value"], row["p_holm"], alpha=alpha, m=int(compared.sum()))
+        low, high = interval_at(row["experiment"], level)
+        table.loc[index, ["low", "high", "level"]] = [low, high, level]
+        if (low > 0 or high < 0) != bool(row["significant"]):
+            table.loc[index, "note"] = (
+                "the test and its interval disagree at this margin (they are not exact duals); "
+                "significance follows the test"
+            )
+    return table
+
+
+def welch_to_baseline(
+    values: Mapping[str, Sequence[float | None]], baseline: str, *, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Every experiment against `baseline` on a metric with one value per run (Welch across seeds).
+
+    `values`: experiment name -> its values, one per seed. Columns: experiment, mean,
+    mean_baseline, diff, the Holm-adjusted columns of `holm_adjust`, n_seeds, n_seeds_baseline,
+    method, note (why a row has no test: fewer than 2 seeds on a side). Rows in `values`' order.
+    """
+    if baseline not in values:
+        raise BadInput(f'baseline "{baseline}" has no runs{did_you_mean(baseline, values)}')
+    base = values[baseline]
+    rows = []
+    for name, mine in values.items():
+        if name == baseline:
+            continue
+        row: dict = {"experiment": name, "n_seeds": len(mine), "n_seeds_baseline": len(base), "note": ""}
+        try:
+            res = welch_comparison(mine, base, confidence=1 - alpha)
+        except BadInput as exc:
+            row["note"] = str(exc)
+        else:
+            row.update(mean=res.mean_a, mean_baseline=res.mean_b, diff=res.diff, p_value=res.p_value,
+                       method=res.method)  # fmt: skip
+        rows.append(row)
+    columns = ["experiment", "mean", "mean_baseline", "diff", "p_value", "n_seeds", "n_seeds_baseline",
+               "method", "note"]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns)
+
+    def interval_at(name: str, level: float) -> tuple[float, float]:
+        res = welch_comparison(values[name], base, confidence=level)
+        return res.low, res.high
+
+    table = holm_adjust(table, interval_at, alpha=alpha)
+    return table[["experiment", "mean", "mean_baseline", "diff", *HOLM_COLUMNS, *columns[5:]]]
 
 
 def holm(p_values: pd.Series) -> pd.Series:
@@ -523,27 +605,57 @@ def best_comparisons(
     n_boot: int = DEFAULT_BOOTSTRAP,
     rng_seed: int = 0,
 ) -> pd.DataFrame:
-    """Test every experiment against the best one on `metric`; the table column's details.
+    """Test every experiment against the best one on `metric`: the one function behind `tied_with_best`.
 
     `runs` has one row per run (peftbench.analysis.aggregate). The best experiment has the best
     mean over its seeds. Test accuracy with per-item data (columns test_correct and
     test_items_hash) uses `paired_comparison`; any other case a Welch t-test across seeds
     (scipy), which needs two seeds on both sides. p-values are Holm-corrected over the tests made.
+    Runs of different variants (column `variant`: full, quick or shortened, see
+    peftbench.analysis.variant) never meet: each variant has its own best and its own Holm family,
+    so a 150-step quick run is neither the best of nor tested against the full runs.
 
-    Returns one row per experiment (index: experiment name): mean, n_seeds, is_best, p_value,
-    p_holm, tied_with_best (True: not significantly different from the best at `alpha`; False:
-    significantly worse; <NA>: cannot tell, e.g. one seed and no per-item data) and test (which
-    test, or why none).
+    Returns one row per experiment (index: experiment name): variant, mean, n_seeds, is_best,
+    p_value, p_holm, tied_with_best (True: not significantly different from the best of its variant
+    at `alpha`; False: significantly worse; <NA>: cannot tell, e.g. one seed and no per-item data)
+    and test (which test, or why none).
     """
     for col in (experiment_col, metric):
         if col not in runs.columns:
             raise BadInput(f'no column "{col}" in the runs table{did_you_mean(col, map(str, runs.columns))}')
-    columns = ["mean", "n_seeds", "is_best", "p_value", "p_holm", "tied_with_best", "test"]
+    variants = (
+        runs[VARIANT_COLUMN].fillna("") if VARIANT_COLUMN in runs.columns else pd.Series("", runs.index)
+    )
+    parts = [
+        _best_within(group, metric, higher_is_better=higher_is_better, alpha=alpha,
+                     experiment_col=experiment_col, n_boot=n_boot, rng_seed=rng_seed).assign(variant=variant)
+        for variant, group in runs.groupby(variants, sort=True)
+    ]  # fmt: skip
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame(columns=BEST_COLUMNS).rename_axis(experiment_col)
+    return pd.concat(parts)[BEST_COLUMNS]
+
+
+BEST_COLUMNS = ["variant", "mean", "n_seeds", "is_best", "p_value", "p_holm", "tied_with_best", "test"]
+
+
+def _best_within(
+    runs: pd.DataFrame,
+    metric: str,
+    *,
+    higher_is_better: bool,
+    alpha: float,
+    experiment_col: str,
+    n_boot: int,
+    rng_seed: int,
+) -> pd.DataFrame:
+    """`best_comparisons` for runs of one variant."""
     values = pd.to_numeric(runs[metric], errors="coerce")
     data = runs.assign(_value=values)
     means = data.groupby(experiment_col, sort=True)["_value"].mean().dropna()
     if means.empty:
-        return pd.DataFrame(columns=columns).rename_axis(experiment_col)
+        return pd.DataFrame()
     best = means.idxmax() if higher_is_better else means.idxmin()
     groups = {name: group for name, group in data.groupby(experiment_col, sort=True)}
     rows = {}
@@ -562,7 +674,7 @@ def best_comparisons(
     tied = (table["p_holm"] >= alpha).astype("boolean").mask(table["p_holm"].isna())
     tied[table["is_best"]] = True
     table["tied_with_best"] = tied
-    return table[columns]
+    return table
 
 
 def indistinguishable_from_best(

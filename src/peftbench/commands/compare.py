@@ -19,7 +19,10 @@ path (.../experiments/<method>/<name>) works too. One seed each: exact McNemar t
 paired interval; several seeds: a t-test over items x seeds (variance components); --method
 bootstrap: a paired bootstrap over items and seeds. --metric other than test_accuracy (no per-item
 data): Welch's t-test across seeds (2+ seeds each). With --baseline, p-values are Holm-corrected
-for the number of comparisons. See docs/statistics.md."""
+for the number of comparisons, and each interval is widened by the same factor as its p-value, so
+that it excludes 0 exactly when the comparison is significant. Quick and shortened runs (--quick,
+--set) are their own experiments, labelled "<method>/<name> [quick]": they are compared only with
+runs of the same variant. See docs/statistics.md."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,9 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include-temporary", action="store_true", help="also read temporary_results/ of task folders"
     )
-    parser.add_argument("--confidence", type=float, default=0.95, help="confidence level (default 0.95)")
     parser.add_argument(
-        "--alpha", type=float, default=0.05, help="significance level after Holm correction (default 0.05)"
+        "--confidence",
+        type=float,
+        help="confidence level (default 0.95); with --baseline, the family level 1 - alpha",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        help="with --baseline: significance level after Holm correction (default 0.05, or 1 - --confidence)",
     )
     parser.add_argument(
         "--method",
@@ -90,10 +99,7 @@ def main(args: argparse.Namespace) -> int:
     from peftbench.commands._results import load_reporting_warnings
     from peftbench.errors import BadInput
 
-    if not 0 < args.confidence < 1:
-        raise BadInput(f"--confidence must be between 0 and 1, got {args.confidence}")
-    if not 0 < args.alpha < 1:
-        raise BadInput(f"--alpha must be between 0 and 1, got {args.alpha}")
+    confidence, alpha = levels(args.confidence, args.alpha, baseline=args.baseline is not None)
     n_boot = DEFAULT_BOOTSTRAP if args.bootstrap is None else args.bootstrap
     if args.baseline is None:
         if len(args.args) < 3:
@@ -108,7 +114,6 @@ def main(args: argparse.Namespace) -> int:
     loaded = load_reporting_warnings(paths, include_temporary=args.include_temporary)
     table: pd.DataFrame = select_task(loaded.table, task=args.task, paths=paths)
     options = {
-        "confidence": args.confidence,
         "n_boot": n_boot,
         "rng_seed": args.rng_seed,
         "method": args.method,
@@ -117,17 +122,39 @@ def main(args: argparse.Namespace) -> int:
     if args.metric != ACCURACY:
         if args.method != "auto":
             raise BadInput(f"--method applies to test_accuracy only; {args.metric} uses Welch's t-test")
-        options = {"confidence": args.confidence}
+        options = {}
     if experiments is not None:
         compare = compare_two if args.metric == ACCURACY else compare_two_metric
-        result = compare(table, *experiments, **options, **_metric_arg(args.metric))
+        result = compare(table, *experiments, confidence=confidence, **options, **_metric_arg(args.metric))
         print(render_pair(result, fmt=args.format))
     else:
         compare = compare_all if args.metric == ACCURACY else compare_all_metric
         baseline = experiment_id(args.baseline)
-        result = compare(table, baseline, alpha=args.alpha, **options, **_metric_arg(args.metric))
+        result = compare(table, baseline, alpha=alpha, **options, **_metric_arg(args.metric))
         print(render_baseline(result, fmt=args.format))
     return 0
+
+
+def levels(confidence: float | None, alpha: float | None, *, baseline: bool) -> tuple[float, float]:
+    """(confidence, alpha) from the options. With --baseline the intervals are Holm-adjusted at the
+    family level 1 - alpha (so that they agree with "significant"): one of the two sets both."""
+    from peftbench.errors import BadInput
+
+    for name, value in (("--confidence", confidence), ("--alpha", alpha)):
+        if value is not None and not 0 < value < 1:
+            raise BadInput(f"{name} must be between 0 and 1, got {value}")
+    if not baseline:
+        if alpha is not None:
+            raise BadInput("--alpha applies with --baseline only (two experiments: use --confidence)")
+        return confidence or 0.95, 0.05
+    if confidence is not None and alpha is not None and not math.isclose(confidence, 1 - alpha):
+        raise BadInput(
+            f"--confidence {confidence} and --alpha {alpha} disagree: with --baseline the intervals are "
+            "Holm-adjusted at the family level 1 - alpha; give one of the two"
+        )
+    if alpha is None:
+        alpha = 0.05 if confidence is None else 1 - confidence
+    return 1 - alpha, alpha
 
 
 def _metric_arg(metric: str) -> dict[str, str]:
@@ -192,6 +219,19 @@ def _runs_of(table, experiment: str):
     return group.sort_values("seed")
 
 
+def _check_same_variant(table, exp_a: str, exp_b: str) -> None:
+    """A quick or shortened run answers another question than a full one: BadInput when they differ."""
+    from peftbench.analysis.variant import variant_name
+    from peftbench.errors import BadInput
+
+    a, b = (_runs_of(table, e)["variant"].iloc[0] for e in (exp_a, exp_b))
+    if a != b:
+        raise BadInput(
+            f"{exp_a} is a {variant_name(a)} run and {exp_b} a {variant_name(b)} run: only runs of the same "
+            "variant (full, --quick, --set) can be compared"
+        )
+
+
 def _accuracy_interval(runs, confidence: float):
     """Accuracy of one experiment: t-interval across seeds, or Wilson over the items of one run."""
     from peftbench.analysis.stats import t_interval, wilson_interval
@@ -210,6 +250,7 @@ def compare_two(
 
     from peftbench.analysis.stats import item_runs, paired_comparison
 
+    _check_same_variant(table, exp_a, exp_b)
     a_runs, b_runs = item_runs(_runs_of(table, exp_a)), item_runs(_runs_of(table, exp_b))
     res = paired_comparison(
         a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed, method=method
@@ -245,6 +286,7 @@ def compare_two_metric(table, exp_a: str, exp_b: str, *, metric: str, confidence
 
     from peftbench.analysis.stats import t_interval, welch_comparison
 
+    _check_same_variant(table, exp_a, exp_b)
     groups = {name: _runs_of(table, name) for name in (exp_a, exp_b)}
     values = {name: pd.to_numeric(g[metric], errors="coerce").tolist() for name, g in groups.items()}
     res = welch_comparison(values[exp_a], values[exp_b], confidence=confidence)
@@ -275,19 +317,13 @@ def compare_two_metric(table, exp_a: str, exp_b: str, *, metric: str, confidence
 
 
 def compare_all(
-    table,
-    baseline: str,
-    *,
-    alpha: float,
-    confidence: float,
-    n_boot: int,
-    rng_seed: int,
-    method: str = "auto",
+    table, baseline: str, *, alpha: float, n_boot: int, rng_seed: int, method: str = "auto"
 ) -> dict:
-    """Every experiment against `baseline`; experiments without per-item data get a note."""
+    """Every experiment of the baseline's variant against `baseline`; the others get a note."""
     from peftbench.analysis.stats import compare_to_baseline, item_runs
     from peftbench.errors import BadInput
 
+    table, other_variants = same_variant(table, baseline)
     base_runs = item_runs(_runs_of(table, baseline))
     runs, missing = {baseline: base_runs}, []
     for name, group in table.groupby("experiment_name", sort=True):
@@ -298,61 +334,37 @@ def compare_all(
         except BadInput as exc:
             missing.append({"experiment": name, "n_seeds": len(group), "note": str(exc)})
     if len(runs) == 1 and not missing:
-        raise BadInput(f'only the baseline "{baseline}" has runs: nothing to compare with')
-    result = compare_to_baseline(
-        runs, baseline, confidence=confidence, alpha=alpha, n_boot=n_boot, rng_seed=rng_seed, method=method
-    )
+        raise BadInput(f'only the baseline "{baseline}" has runs of its variant: nothing to compare with')
+    result = compare_to_baseline(runs, baseline, alpha=alpha, n_boot=n_boot, rng_seed=rng_seed, method=method)
     result = result.rename(columns={"acc": "mean", "acc_baseline": "mean_baseline"})
     return {
         "task": table["task"].iloc[0],
         "metric": ACCURACY,
         "baseline": baseline,
         "baseline_seeds": len(base_runs),
-        "confidence": confidence,
+        "confidence": 1 - alpha,
         "alpha": alpha,
         "comparisons": [_clean(r) for r in result.to_dict(orient="records")],
         "without_per_item_data": missing,
+        "other_variants": other_variants,
     }
 
 
-def compare_all_metric(table, baseline: str, *, metric: str, alpha: float, confidence: float) -> dict:
-    """Every experiment against `baseline` on one metric (Welch across seeds), Holm-corrected."""
+def compare_all_metric(table, baseline: str, *, metric: str, alpha: float) -> dict:
+    """Every experiment of the baseline's variant against `baseline` on one metric (Welch across seeds)."""
     import pandas as pd
 
     from peftbench.analysis.aggregate import task_metrics
-    from peftbench.analysis.stats import holm, welch_comparison
-    from peftbench.errors import BadInput
+    from peftbench.analysis.stats import welch_to_baseline
 
     task = table["task"].iloc[0]
+    table, other_variants = same_variant(table, baseline)
     base_group = _runs_of(table, baseline)
-    base_values = pd.to_numeric(base_group[metric], errors="coerce").tolist()
-    rows = []
-    for name, group in table.groupby("experiment_name", sort=True):
-        if name == baseline:
-            continue
-        values = pd.to_numeric(group[metric], errors="coerce").tolist()
-        row: dict[str, Any] = {"experiment": name, "n_seeds": len(group), "n_seeds_baseline": len(base_group)}
-        try:
-            res = welch_comparison(values, base_values, confidence=confidence)
-        except BadInput as exc:
-            row["note"] = str(exc)
-        else:
-            row.update(
-                mean=res.mean_a,
-                mean_baseline=res.mean_b,
-                diff=res.diff,
-                low=res.low,
-                high=res.high,
-                p_value=res.p_value,
-                method=res.method,
-                note="",
-            )
-        rows.append(row)
-    columns = ["experiment", "mean", "mean_baseline", "diff", "low", "high", "p_value", "p_holm"]
-    columns += ["significant", "n_items", "n_seeds", "n_seeds_baseline", "method", "note"]
-    result = pd.DataFrame(rows, columns=columns)
-    result["p_holm"] = holm(result["p_value"])
-    result["significant"] = (result["p_holm"] < alpha).astype("boolean").mask(result["p_holm"].isna())
+    values = {
+        name: pd.to_numeric(group[metric], errors="coerce").tolist()
+        for name, group in table.groupby("experiment_name", sort=True)
+    }
+    result = welch_to_baseline(values, baseline, alpha=alpha)
     # best first: the task plug-in says which way is better (common metrics when it has no plug-in)
     higher = next((m.higher_is_better for m in task_metrics(task)[0] if m.name == metric), True)
     result = result.sort_values("diff", ascending=not higher, na_position="last", kind="stable")
@@ -361,11 +373,29 @@ def compare_all_metric(table, baseline: str, *, metric: str, alpha: float, confi
         "metric": metric,
         "baseline": baseline,
         "baseline_seeds": len(base_group),
-        "confidence": confidence,
+        "confidence": 1 - alpha,
         "alpha": alpha,
         "comparisons": [_clean(r) for r in result.to_dict(orient="records")],
         "without_per_item_data": [],
+        "other_variants": other_variants,
     }
+
+
+def same_variant(table, experiment: str):
+    """The runs of `experiment`'s variant (full, quick, shortened), and a note per experiment of another
+    variant: a quick run is never tested against a full one."""
+    from peftbench.analysis.variant import variant_name
+
+    variant = _runs_of(table, experiment)["variant"].iloc[0]
+    others = table[table["variant"] != variant]
+    notes = [
+        {
+            "experiment": name,
+            "note": f'variant "{variant_name(v)}", the baseline\'s is "{variant_name(variant)}"',
+        }
+        for name, v in others.groupby("experiment_name", sort=True)["variant"].first().items()
+    ]
+    return table[table["variant"] == variant], notes
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -442,6 +472,20 @@ def render_pair(result: dict, *, fmt: str) -> str:
     return "\n".join(lines)
 
 
+def _method_lines(methods: list[str]) -> list[str]:
+    """The tests used, each named once, then each caveat ("A has one seed: ...") with how many rows it
+    concerns: joining the rows' method texts repeated the test's name once per caveat."""
+    from collections import Counter
+
+    if not methods:
+        return []
+    tests = dict.fromkeys(m.split("; ")[0] for m in methods)
+    caveats = Counter(caveat for m in methods for caveat in m.split("; ")[1:])
+    lines = ["", "method: " + "; ".join(tests)]
+    lines += [f"  {n} of {len(methods)} comparisons: {caveat}" for caveat, n in caveats.items()]
+    return lines
+
+
 def render_baseline(result: dict, *, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(result, indent=2, default=float)
@@ -453,24 +497,28 @@ def render_baseline(result: dict, *, fmt: str) -> str:
         if c["p_value"] is None:
             notes.append(f"{c['experiment']}: {c['note']}")
             continue
+        if c["note"]:
+            notes.append(f"{c['experiment']} (compared): {c['note']}")
         ci = f"[{num(c['low'], sign=True)}, {num(c['high'], sign=True)}]"
-        row = [c["experiment"], num(c["mean"]), num(c["diff"], sign=True), ci, _p(c["p_value"])]
-        row += [_p(c["p_holm"]), "yes" if c["significant"] else "no"]
+        row = [c["experiment"], num(c["mean"]), num(c["diff"], sign=True), ci, _p(c["p_holm"])]
+        row += ["yes" if c["significant"] else "no", _p(c["p_value"])]
         row += [str(c["n_items"])] if metric == ACCURACY else []
         rows.append([*row, str(c["n_seeds"])])
     notes += [f"{m['experiment']}: {m['note']}" for m in result["without_per_item_data"]]
-    header = ["experiment", metric.replace("_", " "), "diff", f"{level} CI", "p", "p (Holm)", "significant"]
+    notes += [f"{m['experiment']}: {m['note']}" for m in result.get("other_variants", [])]
+    header = ["experiment", metric.replace("_", " "), "diff", f"{level} CI (Holm)", "p (Holm)", "significant"]
+    header += ["p (unadjusted)"]
     header += ["items"] if metric == ACCURACY else []
     header += ["seeds"]
     lines = [
         f"task {result['task']}: {metric.replace('_', ' ')} against baseline {result['baseline']} "
-        f"({result['baseline_seeds']} seed(s)); significant: Holm-corrected p < {result['alpha']}",
+        f"({result['baseline_seeds']} seed(s)); significant: Holm-corrected p < {result['alpha']:g}",
+        f"{level} CI (Holm): each interval is widened by the factor that Holm applied to its p-value, so "
+        "it excludes 0 exactly when the row is significant; p (unadjusted): for one comparison alone",
         "",
         _grid(header, rows, markdown=md) if rows else "(no experiment could be compared with the baseline)",
     ]
-    methods = sorted({c["method"] for c in result["comparisons"] if c.get("method")})
-    if methods:
-        lines += ["", "method: " + "; ".join(methods)]
+    lines += _method_lines([c["method"] for c in result["comparisons"] if c.get("method")])
     if notes:
         lines += ["", "not compared:", *(f"  {n}" for n in notes)]
     return "\n".join(lines)

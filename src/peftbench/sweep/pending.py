@@ -11,6 +11,8 @@ touched only when it is newer than the result by more than TOUCH_TOLERANCE_S. A 
 task's files within moments of each other, and in path order (`default_training_params.json` and
 `experiments/` before `results/`), while a deliberate `touch` comes minutes or days after the run.
 Results without recorded hashes (the reference suite's files) fall back to modification times only.
+A quick or shortened run (--quick, --set; peftbench.analysis.variant) is another identity: it never
+makes the full run up to date, wherever its file lies.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from peftbench.analysis.variant import run_variant
 from peftbench.config import read_json_object
 from peftbench.errors import BadInput
 from peftbench.experiment import DEFAULT_PARAMS, Experiment, config_hashes, discover
@@ -68,7 +71,7 @@ def run_state(run: Run, *, include_temporary: bool = False) -> RunState:
     if not state.pending or not include_temporary:
         return state
     for path in _temporary_results(run):
-        temporary = _judge(run, path, temporary=True)
+        temporary = _judge(run, path)
         if not temporary.pending:
             return RunState(False, f"{temporary.reason} (temporary_results/{path.name})")
     return state
@@ -84,7 +87,7 @@ def _temporary_results(run: Run) -> list[Path]:
     return sorted(found, key=lambda p: p.name, reverse=True)
 
 
-def _judge(run: Run, path: Path, *, temporary: bool = False) -> RunState:
+def _judge(run: Run, path: Path) -> RunState:
     """Is the result file at `path` an up-to-date result of `run`?"""
     if not path.is_file():
         return RunState(True, "no result")
@@ -94,8 +97,9 @@ def _judge(run: Run, path: Path, *, temporary: bool = False) -> RunState:
         return RunState(True, f"unreadable result: {exc}")
     if record["train_info"]["status"] != "success":
         return RunState(True, f"result status is {record['train_info']['status']}")
-    if temporary and (record["run_info"].get("quick") or record["run_info"].get("cli_overrides")):
-        return RunState(True, "a --quick or --set run")
+    variant = run_variant(record["run_info"])
+    if variant:
+        return RunState(True, f"only a --quick or --set run ({variant})")
     recorded = record["run_info"].get("config_files_sha256")
     if isinstance(recorded, dict):
         current = config_hashes(run.experiment)
