@@ -1,11 +1,15 @@
-"""Progress you can see: a run's phase and evaluation lines, its bar on a terminal, its progress file."""
+"""Progress you can see: a run's phase and evaluation lines, its bar on a terminal, its progress file,
+and the sweep's view of its running runs."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -14,6 +18,10 @@ from toyworld import build_tiny_model, make_task_dir, register_toy_task
 
 from peftbench.cli import main
 from peftbench.progress import PROGRESS_FILE_ENV, RunProgress, describe, read_progress, write_progress
+from peftbench.sweep.driver import RunReport, run_sweep
+from peftbench.sweep.local import LocalBackend
+from peftbench.sweep.pending import plan
+from peftbench.sweep.view import SweepView, progress_path_for
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +171,157 @@ def test_progress_writes_never_fail_a_run(tmp_path):
     assert read_progress(tmp_path / "missing" / "p.json") is None
     (tmp_path / "half.json").write_text('{"pha')
     assert read_progress(tmp_path / "half.json") is None and describe(None) == "starting"
+
+
+# ---- the sweep ---------------------------------------------------------------------------------------
+
+
+class StepsBackend:
+    """Each run writes a progress file (as `peftbench run` does), then waits until the view shows it."""
+
+    max_parallel = 2
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+
+    def execute(self, run, *, quick, log_path):
+        log_path.parent.mkdir(parents=True, exist_ok=True)  # as the real backends do
+        progress = RunProgress(
+            stream=io.StringIO(), interactive=False, progress_file=progress_path_for(log_path)
+        )
+        for step in progress.steps(4, eval_every=2):
+            progress.step_done(step, loss=1.0)
+            if step == 2:
+                progress.evaluating(step, prompts=8)
+                break
+        shown = f"sweep: {run.label}: step 2/4 (validating)"
+        deadline = time.monotonic() + 30
+        while shown not in self.stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return RunReport(run, "success" if shown in self.stream.getvalue() else "failed", wall_time=1.0)
+
+    def interrupt(self, *, hard):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_sweep_off_a_terminal_prints_each_running_runs_step_and_each_end(task_dir):
+    runs = plan(task_dir)
+    stream = io.StringIO()
+    view = SweepView(len(runs), stream=stream, interactive=False, every_s=0.0)
+    reports, _ = run_sweep(runs, backend=StepsBackend(stream), quick=True, force=True, view=view)
+    assert [r.status for r in reports] == ["success"] * len(runs)  # each saw its own step line
+    lines = stream.getvalue().splitlines()
+    ends = [line for line in lines if re.match(r"sweep: \d/2 ", line)]
+    assert sorted(line[:11] for line in ends) == ["sweep: 1/2 ", "sweep: 2/2 "]
+    assert sorted(line[11:] for line in ends) == sorted(f"{r.run.label}: success in 1 s" for r in reports)
+    assert "\r" not in stream.getvalue()  # no bars in a log
+    assert not list((task_dir / "logs").glob("*.progress.json"))  # removed when each run ends
+
+
+def test_sweep_off_a_terminal_prints_running_runs_at_most_every_n_seconds(task_dir, tmp_path):
+    [run, *_] = plan(task_dir)
+    stream = io.StringIO()
+    view = SweepView(1, stream=stream, interactive=False, every_s=3600.0)
+    path = tmp_path / "p.json"
+    write_progress(path, {"phase": "training", "step": 5, "max_steps": 10})
+    view.started(run, path)
+    view._last_status -= 3600  # an hour has passed
+    view.refresh()
+    view.refresh()  # right after: nothing new
+    assert stream.getvalue().splitlines() == [f"sweep: {run.label}: step 5/10"]
+
+
+def test_sweep_on_a_terminal_draws_a_bar_per_running_run(task_dir, tmp_path):
+    [run, *_] = plan(task_dir)
+    stream = io.StringIO()
+    view = SweepView(3, stream=stream, interactive=True)
+    path = tmp_path / "p.json"
+    view.started(run, path)
+    view.refresh()
+    assert f"{run.label}: " in stream.getvalue() and "starting" in stream.getvalue()
+    write_progress(path, {"phase": "training", "step": 120, "max_steps": 150, "detail": "validating"})
+    view.refresh()
+    assert "120/150" in stream.getvalue() and "validating" in stream.getvalue()
+    write_progress(path, {"phase": "test generation (500 prompts)", "step": 150, "max_steps": 150})
+    view.refresh()
+    assert "test generation (500 prompts)" in stream.getvalue()
+    view.stopped(run)
+    view.refresh()
+    assert view._run_bars == {}  # its bar is gone with it
+    view.close()
+
+
+CHILD = """
+import json, os, pathlib, sys, time
+from peftbench.progress import RunProgress
+progress = RunProgress()
+for step in progress.steps(3, eval_every=2):
+    progress.step_done(step, loss=1.0)
+    if step == 2:
+        progress.evaluating(step, prompts=1)
+        break
+go = pathlib.Path(sys.argv[1])
+deadline = time.monotonic() + 60
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"status": "success", "result": ""}))
+"""
+
+
+def test_local_backend_hands_each_run_its_progress_file(task_dir, tmp_path, monkeypatch):
+    """A real subprocess finds its progress file in its environment; the sweep shows its step."""
+    runs = plan(task_dir, filters="lora/toy-rank4")
+    go = tmp_path / "go"
+    backend = LocalBackend(jobs=1)
+    monkeypatch.setattr(backend, "command", lambda run, quick: [sys.executable, "-c", CHILD, str(go)])
+    stream = io.StringIO()
+    view = SweepView(1, stream=stream, interactive=False, every_s=0.0)
+    shown = f"sweep: {runs[0].label}: step 2/3 (validating)"
+
+    def release() -> None:
+        deadline = time.monotonic() + 60
+        while shown not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go.touch()
+
+    watcher = threading.Thread(target=release)
+    watcher.start()
+    reports, _ = run_sweep(runs, backend=backend, quick=False, force=True, view=view)
+    watcher.join()
+    assert shown in stream.getvalue()
+    assert [r.status for r in reports] == ["success"]
+
+
+def test_a_ray_worker_writes_its_progress_file_at_the_path_it_is_given(task_dir, monkeypatch, tmp_path):
+    import torch
+
+    from peftbench.experiment import config_hashes
+    from peftbench.sweep.ray_backend import run_remote
+
+    [run] = plan(task_dir, filters="lora/toy-rank4")
+    seen = {}
+
+    def execute(experiment, **kwargs):
+        seen["file"] = os.environ.get(PROGRESS_FILE_ENV)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr("peftbench.run.execute", execute)
+    monkeypatch.setenv(PROGRESS_FILE_ENV, "not this one")  # restored after the test
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(RuntimeError, match="stop before training"):
+            run_remote(
+                experiment_path=str(run.experiment.path),
+                task_dir=str(task_dir),
+                seed=0,
+                quick=True,
+                threads=1,
+                hashes=config_hashes(run.experiment),
+                progress_file=str(tmp_path / "p.json"),
+            )
+    finally:
+        torch.set_num_threads(threads)
+    assert seen["file"] == str(tmp_path / "p.json")
