@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -164,6 +165,47 @@ def test_without_a_stream_argument_the_bar_follows_whether_stderr_is_a_terminal(
     assert RunProgress().interactive
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert not RunProgress().interactive
+
+
+def test_on_a_terminal_a_run_draws_its_training_bar(task_dir, monkeypatch):
+    """The issue's case, end to end: `peftbench run` with stderr on a (pseudo-)terminal."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    tests = Path(__file__).resolve().parent
+    monkeypatch.setenv(
+        "PEFTBENCH_TASKS", "toytask=toyworld:ToyTask"
+    )  # the subprocess cannot see the fixture's
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
+    leader, follower = pty.openpty()
+    # a terminal 120 columns wide: tqdm draws nothing on one of 0 columns (a fresh pty's size)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    exp = task_dir / "experiments/lora/toy-rank4"
+    cmd = [sys.executable, "-m", "peftbench", "run", "--clean", str(exp)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # Linux: the other side closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    out, _ = proc.communicate(timeout=120)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, terminal
+    assert "train: 100%" in terminal and "4/4 [" in terminal and "loss=" in terminal
+    assert "run: step 2/4: valid accuracy" in terminal  # the evaluation line, above the bar
+    assert "run: step 2: validating" not in terminal  # the bar says so instead
+    assert json.loads(out.splitlines()[-1])["status"] == "success"
 
 
 def test_progress_writes_never_fail_a_run(tmp_path):
