@@ -517,3 +517,41 @@ def test_reference_experiments_and_results_lint_without_errors(reference_dir: Pa
     raw["r"] = 16
     write_json(lora_dir / "adapter_config.json", raw)
     assert rules(lint([lora_dir]), level="error") == ["edited-experiment"]
+
+
+def test_command_ends_with_a_summary_line_on_stderr(task: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = add_experiment(task, f"lora/{PREFIX}-rank8", peft_config=lora(8))
+    add_result(good)
+    add_experiment(task, "lora/rank64", peft_config=lora(64))  # a naming warning
+    assert cli_main(["lint", str(task)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1].startswith(
+        "lint: 2 experiments and 1 result file checked, 0 errors, 1 warning in "
+    )
+    assert captured.err.rstrip().endswith(" s")
+    assert len(captured.out.splitlines()) == 1  # the warning; stdout holds findings only
+
+    add_experiment(task, f"lora/{PREFIX}-bad", peft_config=lora(4), params={"max_step": 1})
+    assert cli_main(["lint", str(task), "--format", "json"]) == 1
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 2  # still one JSON document
+    assert "lint: 3 experiments and 1 result file checked, 1 error, 1 warning in " in captured.err
+
+
+def test_check_counts_what_it_read_and_shows_each_experiment_to_progress(task: Path) -> None:
+    from peftbench.lint import check
+
+    for r in (4, 8):
+        add_result(add_experiment(task, f"lora/{PREFIX}-rank{r}", peft_config=lora(r)))
+    seen: list[tuple[str, str]] = []
+
+    def progress(experiments, name):
+        for exp in experiments:
+            seen.append((name, exp.experiment_name))
+            yield exp
+
+    run = check([task / "experiments" / "lora" / f"{PREFIX}-rank4"], progress=progress)
+    # one experiment asked for; all of the task's are loaded (near-duplicates), and all results read
+    assert (run.experiments, run.results) == (1, 2)
+    assert seen == [(TASK, f"lora/{PREFIX}-rank4"), (TASK, f"lora/{PREFIX}-rank8")]
+    assert run.findings == lint([task / "experiments" / "lora" / f"{PREFIX}-rank4"])

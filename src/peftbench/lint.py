@@ -12,7 +12,7 @@ import enum
 import json
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,8 @@ from peftbench.experiment import (
 from peftbench.results import load_result
 
 Level = Literal["error", "warning"]
+# wraps the experiments a task's check goes through, e.g. in a progress bar: (experiments, task name)
+Progress = Callable[[list[Experiment], str], Iterable[Experiment]]
 
 # Training parameters that change what a result measures: a run that changes one of them is not
 # comparable with the task's other runs (a larger budget or a different model always "wins").
@@ -465,21 +467,38 @@ def _load(exp: Experiment, defaults: dict[str, Any]) -> _Loaded:
     return _Loaded(exp, [*adapter_findings, *train_findings], peft_config, train_config)
 
 
-def lint_task(task_dir: Path, *, only: Sequence[Experiment] | None = None) -> list[Finding]:
+@dataclass
+class LintRun:
+    """What `check` looked at and found."""
+
+    findings: list[Finding] = dataclasses.field(default_factory=list)
+    experiments: int = 0  # experiment folders checked
+    results: int = 0  # result files read
+
+    def count(self, level: Level) -> int:
+        return sum(f.level == level for f in self.findings)
+
+
+def lint_task(
+    task_dir: Path, *, only: Sequence[Experiment] | None = None, progress: Progress | None = None
+) -> LintRun:
     """Every rule for a task folder, or for the experiments `only` (then without the orphan check)."""
     findings, defaults = _defaults_layer(task_dir)
     if defaults is None:
-        return findings
+        return LintRun(findings)
     experiments = discover(task_dir)
     selected = {e.experiment_name for e in (only if only is not None else experiments)}
-    loaded = {e.experiment_name: _load(e, defaults) for e in experiments}
+    walk = progress(experiments, task_dir.name) if progress is not None else experiments
+    # every experiment of the task is loaded, not only the selected ones: near-duplicates span them all
+    loaded = {e.experiment_name: _load(e, defaults) for e in walk}
     for name in sorted(selected):
         item = loaded[name]
         findings += item.findings + check_naming(item.exp)
         findings += _near_duplicates(item, loaded.values())
 
     results: dict[str, list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
-    for result_path in _result_files(task_dir):
+    result_files = list(_result_files(task_dir))
+    for result_path in result_files:
         try:
             record: dict[str, Any] | None = load_result(result_path)
         except BadInput as exc:
@@ -512,7 +531,7 @@ def lint_task(task_dir: Path, *, only: Sequence[Experiment] | None = None) -> li
                 peft_config=item.peft_config,
                 train_config=item.train_config,
             )
-    return findings
+    return LintRun(findings, experiments=len(selected), results=len(result_files))
 
 
 def _near_duplicates(item: _Loaded, everything: Iterable[_Loaded]) -> list[Finding]:
@@ -571,8 +590,18 @@ def default_paths(root: Path = Path("benchmarks")) -> list[Path]:
 
 def lint(paths: Sequence[str | Path]) -> list[Finding]:
     """Run every rule on task folders and/or experiment folders; findings sorted by path."""
-    findings: list[Finding] = []
+    return check(paths).findings
+
+
+def check(paths: Sequence[str | Path], *, progress: Progress | None = None) -> LintRun:
+    """`lint`, with how many experiments and result files were checked; `progress` sees each task's
+    experiments go by (the slow part: the first one imports peft)."""
+    run = LintRun()
     for task_dir, only in _targets(paths).items():
-        findings += lint_task(task_dir, only=only)
-    unique = dict.fromkeys(findings)  # an experiment named twice is checked once
-    return sorted(unique, key=lambda f: (f.path, f.level != "error", f.rule, f.message))
+        task = lint_task(task_dir, only=only, progress=progress)
+        run.findings += task.findings
+        run.experiments += task.experiments
+        run.results += task.results
+    unique = dict.fromkeys(run.findings)  # an experiment named twice is checked once
+    run.findings = sorted(unique, key=lambda f: (f.path, f.level != "error", f.rule, f.message))
+    return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,13 @@ def wrap_with_peft(base_model: torch.nn.Module, peft_config: Any, *, autocast_ad
     from peft import get_peft_model
 
     try:
-        return get_peft_model(base_model, peft_config, autocast_adapter_dtype=autocast_adapter_dtype)
+        with warnings.catch_warnings():
+            # peft (0.21) reads transformers' deprecated `is_gradient_checkpointing` when it wraps a
+            # model; the FutureWarning is addressed to peft's authors, and users took it for a fault
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            return get_peft_model(base_model, peft_config, autocast_adapter_dtype=autocast_adapter_dtype)
     except (ValueError, TypeError, KeyError, NotImplementedError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"adapter_config.json does not fit the model: {first}") from exc

@@ -23,6 +23,7 @@ from peftbench import provenance
 from peftbench.config import TrainConfig
 from peftbench.errors import BadInput
 from peftbench.experiment import Experiment, config_hashes, load_peft_config, load_train_config
+from peftbench.progress import RunProgress
 from peftbench.results import SCHEMA_VERSION, atomic_write_json
 from peftbench.tasks import get_task
 
@@ -96,14 +97,23 @@ def execute(
 
     tic = time.perf_counter()
     created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    data = task.load_data(task_dir=experiment.task_dir, seed=0)
-    model, tokenizer, device, model_path = _load_base_model(experiment, config)
+    progress = RunProgress()
+    with progress.phase(f"loading the {task.name} data") as note:
+        data = task.load_data(task_dir=experiment.task_dir, seed=0)
+        note.text = f"{len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test examples"
+    with progress.phase(f"loading the base model {config.model_id}") as note:
+        model, tokenizer, device, model_path = _load_base_model(experiment, config)
+        note.text = f"on {device}"
     _warn_if_slow_on_cpu(model, tokenizer, data, config=config, device=device)
     from peftbench.train import forgetting_loss, train
 
     # on the base model before PEFT wraps it: some initialisations (PiSSA, OLoRA) rewrite the base
     # weights, and then switching the adapter off does not give the base model back
-    forgetting_before = forgetting_loss(model, tokenizer, data.forgetting_texts, config=config, device=device)
+    with progress.phase(f"forgetting baseline ({len(data.forgetting_texts)} texts)") as note:
+        forgetting_before = forgetting_loss(
+            model, tokenizer, data.forgetting_texts, config=config, device=device
+        )
+        note.text = f"loss {forgetting_before:.4f}"
     model = _adapt(model, tokenizer, config, peft_config)
 
     with _sigterm_as_interrupt():
@@ -116,6 +126,7 @@ def execute(
             device=device,
             verbose=verbose,
             forgetting_loss_before=forgetting_before,
+            progress=progress,
         )
     lo, hi = task.forgetting_loss_band
     if outcome.forgetting_loss_before is not None and not lo < outcome.forgetting_loss_before < hi:

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from peftbench.config import TrainConfig
 from peftbench.evaluation import Generations, generate, mean_per_token_loss, score
 from peftbench.modeling import MemoryMeter, count_parameters
+from peftbench.progress import RunProgress
 from peftbench.tasks.base import Example, Task, TaskData
 from peftbench.tokencache import cached_tokenize
 
@@ -186,12 +186,15 @@ def train(
     device: str,
     verbose: bool = False,
     forgetting_loss_before: float | None = None,
+    progress: RunProgress | None = None,
 ) -> TrainOutcome:
     """Train for config.max_steps, validate every eval_steps, then test and measure forgetting.
 
     Never raises for problems during training: they end as status "canceled" with the message and
-    the metrics gathered so far, so that the caller can still write a result.
+    the metrics gathered so far, so that the caller can still write a result. `progress` shows each
+    phase and step (default: on stderr).
     """
+    progress = progress or RunProgress()
     out = TrainOutcome()
     meter = MemoryMeter(device)
     is_peft = hasattr(model, "disable_adapter")
@@ -207,11 +210,12 @@ def train(
     # counted after the optimizer exists: some (LoRA-FA) freeze parameters when they are created
     out.num_trainable_params, out.num_total_params = count_parameters(model)
 
-    train_seqs = tokenize_train(
-        tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
-    )
-    valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
-    test_prompts = tokenize_prompts(tokenizer, data.test, template=config.query_template)
+    with progress.phase(f"tokenising {len(data.train)} training examples"):
+        train_seqs = tokenize_train(
+            tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
+        )
+        valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
+        test_prompts = tokenize_prompts(tokenizer, data.test, template=config.query_template)
     batches = step_batches(
         train_seqs,
         batch_size=config.batch_size,
@@ -224,10 +228,12 @@ def train(
         # with the adapter switched off: the base model, unless the adapter's initialisation rewrote the
         # base weights (PiSSA, OLoRA move principal components into the adapter); the runner therefore
         # measures the baseline before wrapping and passes it in
-        with model.disable_adapter() if is_peft else nullcontext():
+        adapter_off = model.disable_adapter() if is_peft else nullcontext()
+        with progress.phase(f"forgetting baseline ({len(data.forgetting_texts)} texts)") as note, adapter_off:
             forgetting_loss_before = forgetting_loss(
                 model, tokenizer, data.forgetting_texts, config=config, device=device
             )
+            note.text = f"loss {forgetting_loss_before:.4f}"
     out.forgetting_loss_before = forgetting_loss_before
 
     losses: list[float] = []
@@ -239,10 +245,7 @@ def train(
     model.train()
     step = 0
     try:
-        pbar = tqdm(
-            range(1, config.max_steps + 1), desc="train", disable=not sys.stderr.isatty() and not verbose
-        )
-        for step in pbar:
+        for step in progress.steps(config.max_steps, eval_every=config.eval_steps):
             tic = time.perf_counter()
             micro_batches = [collate(mb, pad_id=tokenizer.pad_token_id) for mb in next(batches)]
             # normalise by the label tokens of the whole step, so accumulation equals one big batch
@@ -276,9 +279,10 @@ def train(
             out.memory_allocated.append(allocated)
             out.memory_reserved.append(reserved)
             durations.append(time.perf_counter() - tic)
-            pbar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            progress.step_done(step, loss=loss_value)
 
             if step % config.eval_steps == 0:
+                progress.evaluating(step, prompts=len(valid_prompts))
                 tic_eval = time.perf_counter()
                 correct, gen = evaluate_accuracy(
                     model,
@@ -288,6 +292,7 @@ def train(
                     prompts=valid_prompts,
                     config=config,
                     device=device,
+                    progress=progress.interactive,
                 )
                 dur_eval = time.perf_counter() - tic_eval
                 eval_time += dur_eval
@@ -308,23 +313,28 @@ def train(
                     "valid generated tokens": gen.num_generated_tokens,
                 }
                 out.metrics.append(entry)
+                progress.evaluated(entry, max_steps=config.max_steps, eval_every=config.eval_steps)
                 if verbose:
                     print(json.dumps(entry), file=sys.stderr, flush=True)
             if step % EMPTY_CACHE_EVERY == 0:
                 meter.empty_cache()
 
-        correct, gen = evaluate_accuracy(
-            model,
-            tokenizer,
-            task=task,
-            examples=data.test,
-            prompts=test_prompts,
-            config=config,
-            device=device,
-            progress=verbose,
-        )
+        with progress.phase(f"test generation ({len(test_prompts)} prompts)") as note:
+            correct, gen = evaluate_accuracy(
+                model,
+                tokenizer,
+                task=task,
+                examples=data.test,
+                prompts=test_prompts,
+                config=config,
+                device=device,
+                progress=progress.interactive,
+            )
+            note.text = f"test accuracy {sum(correct) / max(len(correct), 1):.3f}"
         out.test_correct = correct
-        after = forgetting_loss(model, tokenizer, data.forgetting_texts, config=config, device=device)
+        with progress.phase(f"forgetting after training ({len(data.forgetting_texts)} texts)") as note:
+            after = forgetting_loss(model, tokenizer, data.forgetting_texts, config=config, device=device)
+            note.text = f"forgetting {after - out.forgetting_loss_before:+.4f}"
         out.metrics.append(
             {
                 "step": step,

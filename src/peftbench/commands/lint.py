@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,14 +28,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from peftbench.lint import default_paths, lint
+    from peftbench.lint import check, default_paths
 
-    findings = lint(args.paths or default_paths())
-    if args.errors_only:
-        findings = [f for f in findings if f.level == "error"]
+    tic = time.perf_counter()
+    run = check(args.paths or default_paths(), progress=_bar if sys.stderr.isatty() else None)
+    findings = [f for f in run.findings if f.level == "error"] if args.errors_only else run.findings
     if args.format == "json":
         print(json.dumps([f.to_dict() for f in findings], indent=2))
     else:
         for finding in findings:
             print(finding.line())
-    return 1 if any(f.level == "error" for f in findings) else 0
+    # on stderr, so that stdout stays one JSON document or one finding per line, for scripts
+    print(summary(run, seconds=time.perf_counter() - tic), file=sys.stderr)
+    return 1 if run.count("error") else 0
+
+
+def summary(run: Any, *, seconds: float) -> str:
+    """E.g. "lint: 63 experiments and 20 result files checked, 0 errors, 2 warnings in 51 s"."""
+    return (
+        f"lint: {_plural(run.experiments, 'experiment')} and {_plural(run.results, 'result file')} "
+        f"checked, {_plural(run.count('error'), 'error')}, {_plural(run.count('warning'), 'warning')} "
+        f"in {seconds:.0f} s"
+    )
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _bar(experiments: list[Any], task: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(experiments, desc=f"lint {task}", unit="experiment", leave=False)

@@ -8,7 +8,6 @@ cancel, which makes them write their results to cancelled_results/; a second one
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 
 from peftbench.sweep.locks import claimed
 from peftbench.sweep.pending import Run, run_state
+from peftbench.sweep.view import SweepView, progress_path_for
 
 LOG_DIR = "logs"  # inside the task folder; to be git-ignored
 
@@ -68,11 +68,12 @@ def run_sweep(
     force: bool,
     include_temporary: bool = False,
     progress: bool = True,
+    view: SweepView | None = None,
 ) -> tuple[list[RunReport], bool]:
-    """Run `runs` on `backend`; return one report per run (in the order given) and whether interrupted."""
-    from tqdm import tqdm
-
+    """Run `runs` on `backend`; return one report per run (in the order given) and whether interrupted.
+    `view` shows the sweep as it goes (default: on stderr, unless not `progress`)."""
     stop = threading.Event()
+    view = view or SweepView(len(runs), enabled=progress)
 
     def one(run: Run) -> RunReport:
         with claimed(run) as mine:
@@ -83,9 +84,15 @@ def run_sweep(
             # another sweep may have finished it while we waited for a free slot
             if not force and not run_state(run, include_temporary=include_temporary).pending:
                 return RunReport(run, "done elsewhere", result=run.result_path)
-            return backend.execute(run, quick=quick, log_path=log_path_for(run))
+            log_path = log_path_for(run)
+            progress_file = progress_path_for(log_path)
+            view.started(run, progress_file)
+            try:
+                return backend.execute(run, quick=quick, log_path=log_path)
+            finally:
+                view.stopped(run)
+                progress_file.unlink(missing_ok=True)
 
-    bar = tqdm(total=len(runs), unit="run", desc="sweep", disable=not progress, file=sys.stderr)
     interrupts = 0
     pool = ThreadPoolExecutor(max_workers=max(1, min(backend.max_parallel, len(runs))))
     try:
@@ -95,14 +102,13 @@ def run_sweep(
             try:
                 done, waiting = wait(waiting, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    report = fut.result()
-                    bar.set_postfix_str(f"{report.run.experiment.experiment_name}: {report.status}")
-                    bar.update()
+                    view.finished(fut.result())
+                view.refresh()
             except KeyboardInterrupt:
                 interrupts += 1
                 stop.set()
                 hard = interrupts > 1
-                bar.write(
+                view.write(
                     "sweep: interrupted; killing the running runs"
                     if hard
                     else "sweep: interrupted; cancelling the running runs (they write their results to "
@@ -112,7 +118,7 @@ def run_sweep(
         reports = [fut.result() for fut in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+        view.close()
         backend.close()
     return reports, interrupts > 0
 

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import BadInput
+from peftbench.progress import PROGRESS_FILE_ENV
 from peftbench.sweep.driver import RunReport
 from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
+from peftbench.sweep.view import progress_path_for
 
 # after a Ctrl-C, how long a run may take to write its cancelled result before it is killed
 CANCEL_GRACE_S = 60.0
@@ -81,6 +83,8 @@ class LocalBackend:
         env = dict(os.environ)
         # BLAS/OpenMP pools outside torch's own setting follow the same budget
         env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        # the run keeps this file up to date with its phase and step, for the sweep's view
+        env[PROGRESS_FILE_ENV] = str(progress_path_for(log_path))
         gpus = self.gpu_pool.get() if self.gpu_pool is not None else None
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)

@@ -20,10 +20,12 @@ from typing import Any
 
 from peftbench.errors import BadInput
 from peftbench.experiment import RESULT_DIRS, Experiment, config_hashes
+from peftbench.progress import PROGRESS_FILE_ENV
 from peftbench.results import atomic_write_json, final_metrics
 from peftbench.sweep.driver import RunReport
 from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
+from peftbench.sweep.view import progress_path_for
 
 # environment that decides how a worker finds tasks and data; forwarded to the workers of a Ray
 # instance this sweep starts or joins
@@ -31,14 +33,29 @@ FORWARDED_ENV = ("PEFTBENCH_TASKS", "PYTHONPATH", "HF_HOME", "HF_HUB_OFFLINE", "
 
 
 def run_remote(
-    *, experiment_path: str, task_dir: str, seed: int, quick: bool, threads: int, hashes: dict[str, str]
+    *,
+    experiment_path: str,
+    task_dir: str,
+    seed: int,
+    quick: bool,
+    threads: int,
+    hashes: dict[str, str],
+    progress_file: str | None = None,
 ) -> dict[str, Any]:
-    """The body of one Ray task: train without writing, return the record and where it belongs."""
+    """The body of one Ray task: train without writing, return the record and where it belongs.
+
+    The run writes its progress to `progress_file`, a path on the driver's machine: the sweep shows it
+    when the worker shares that filesystem (a local instance, a shared folder); elsewhere the writes
+    fail quietly and the sweep shows the run without its step.
+    """
     import torch
 
     from peftbench.run import execute
 
     torch.set_num_threads(threads)
+    if progress_file:
+        # max_calls=1 gives each run a fresh worker process: the variable cannot leak into another run
+        os.environ[PROGRESS_FILE_ENV] = progress_file
     host = socket.gethostname()
     exp = Experiment(path=Path(experiment_path), task_dir=Path(task_dir))
     if not exp.path.is_dir():
@@ -125,6 +142,7 @@ class RayBackend:
     def execute(self, run: Run, *, quick: bool, log_path: Path) -> RunReport:
         ray = self._ray
         exp = run.experiment
+        private_dir(log_path.parent)  # before the task starts: it writes its progress file there
         with self._lock:
             if self._stopping:
                 return RunReport(run, "not started")
@@ -135,10 +153,10 @@ class RayBackend:
                 quick=quick,
                 threads=self.cpus,
                 hashes=config_hashes(exp),
+                progress_file=str(progress_path_for(log_path)),
             )
             self._refs.add(ref)
         tic = time.perf_counter()
-        private_dir(log_path.parent)
         report = RunReport(run, "crashed", log=log_path)
         with open(log_path, "w", encoding="utf-8") as log:
             log.write(f"ray task {ref.task_id().hex()} for {run.label}\n")
