@@ -46,7 +46,7 @@ def test_a_run_off_a_terminal_says_each_phase_and_each_evaluation(task_dir, caps
     monkeypatch.setenv(PROGRESS_FILE_ENV, str(progress_file))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert main(["run", "--clean", str(task_dir / "experiments/lora/toy-rank4")]) == 0
+        assert main(["run", str(task_dir / "experiments/lora/toy-rank4")]) == 0
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.startswith("run: ")]
     expected = [  # in this order; each phase says when it starts, and what it found and its time when done
@@ -186,7 +186,7 @@ def test_on_a_terminal_a_run_draws_its_training_bar(task_dir, monkeypatch):
     # a terminal 120 columns wide: tqdm draws nothing on one of 0 columns (a fresh pty's size)
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     exp = task_dir / "experiments/lora/toy-rank4"
-    cmd = [sys.executable, "-m", "peftbench", "run", "--clean", str(exp)]
+    cmd = [sys.executable, "-m", "peftbench", "run", str(exp)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=follower, text=True)
     os.close(follower)
     chunks = []
