@@ -84,7 +84,9 @@ def load_base_model(
         model = model.to(device)
     if use_gc:
         model.enable_input_require_grads()
-        model.gradient_checkpointing_enable()
+        # transformers 5.x renamed it (the old name warns); older releases in our range have only the old
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        (enable or model.gradient_checkpointing_enable)()
     return model
 
 
