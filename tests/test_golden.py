@@ -6,10 +6,13 @@ The run is pinned so that it passes as is on any machine: it runs in a child pro
 threads and code paths are chosen once when torch and MKL start; the test process is left untouched.
 Deterministic algorithms and the seed are set by the run itself (`run.seed_everything`).
 
-TOLERANCE comes from `python scripts/golden_variation.py` (the numbers are in docs/lint.md):
-pinned, the run was bit-identical when repeated and under OMP_NUM_THREADS unset, 1 and 2; what pinning
-cannot fix (another CPU model, libm or compiler) is estimated by the unpinned spread across 1 and 2
-threads and across code paths, and the tolerance is that spread times a safety factor.
+TOLERANCES come from `python scripts/golden_variation.py --jobs 6` (2026-12-02, torch 2.13.0+cpu, an
+AVX512 Xeon; docs/lint.md has the table). Pinned, the run was bit-identical (same file, byte for byte)
+when repeated and under OMP_NUM_THREADS unset, 1 and 2: no accuracy or test answer moved. What pinning
+cannot fix on another machine (CPU model, ARM kernels, libm) reorders float sums as threads and code
+paths do, so its size is estimated by the unpinned spread, which was, relative: train loss 7.1e-6 and
+forgetting 3.7e-4 (1 vs 2 threads), forgetting loss before 6.1e-8 (AVX2 vs AVX512 code paths), with
+no test answer changed. Each tolerance is 10 times that spread, rounded up.
 
 Maintainers regenerate the file in the commit that changes results on purpose, saying why:
     python tests/test_golden.py --update
@@ -57,11 +60,14 @@ TIMING_KEYS = {
     "mem allocated avg",
     "mem reserved avg",
 }
-# Accuracies are counts divided by counts, and were stable when pinned: exact.
+# Accuracies are counts divided by counts, and did not move even unpinned: exact.
 EXACT_FLOAT_KEYS = {"valid accuracy", "test accuracy"}
-# Losses and forgetting, relative or absolute (forgetting is a difference of two losses, so close to 0 a
-# relative bound alone would be stricter than the losses it comes from). See the module docstring.
-TOLERANCE = 1e-6
+# Relative and absolute (forgetting is a difference of two losses, so close to 0 a relative bound alone
+# would be stricter than the losses it comes from): 10 times the spread measured (module docstring).
+TOLERANCES = {"train loss": 1e-4, "forgetting": 4e-3, "forgetting loss before": 1e-6}
+# Other floats (the learning rate) involve no sums that threads or code paths reorder; a new float
+# metric is measured with the script before it gets its own tolerance.
+DEFAULT_TOLERANCE = 1e-6
 
 
 def pinned_env(environ: dict[str, str], cpu_capability: str) -> dict[str, str]:
@@ -148,7 +154,8 @@ def differences(expected: Any, actual: Any, where: str = "") -> list[str]:
         ]
     floats = isinstance(expected, float) and isinstance(actual, int | float) and not isinstance(actual, bool)
     if floats and key not in EXACT_FLOAT_KEYS:
-        if math.isclose(expected, actual, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
+        tolerance = TOLERANCES.get(key, DEFAULT_TOLERANCE)
+        if math.isclose(expected, actual, rel_tol=tolerance, abs_tol=tolerance):
             return []
     elif expected == actual:
         return []
@@ -169,7 +176,7 @@ def mismatch_message(golden: dict[str, Any], found: list[str]) -> str:
     )
 
 
-@pytest.mark.slow  # about 6 CPU-minutes on the 2-core development machine (docs/lint.md)
+@pytest.mark.slow  # 1.3 CPU-minutes on the 2-core development machine (docs/lint.md)
 @pytest.mark.skipif(
     not EXPERIMENT.is_dir(), reason="the embedded benchmark's lora/tiny-llama-rank8-attention is absent"
 )
@@ -200,12 +207,28 @@ def test_the_child_is_pinned_whatever_the_environment(monkeypatch: pytest.Monkey
     assert torch.get_num_threads() == threads_before
 
 
+def test_a_mismatch_says_results_changed_and_how_to_report_without_regenerating() -> None:
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    message = mismatch_message(golden, [".metrics[1].forgetting: 0.6, golden 0.53"])
+    assert message.startswith("the training results changed")
+    assert "\n  .metrics[1].forgetting: 0.6, golden 0.53\n" in message
+    assert "passes as is on any machine" in message and "report it" in message
+    assert "--update" not in message
+
+
 @pytest.mark.parametrize(
     ("expected", "actual", "problems"),
     [
-        ({"train loss": 1.0}, {"train loss": 1.0 + 5e-7}, 0),
-        ({"train loss": 1.0}, {"train loss": 1.0 + 5e-6}, 1),
-        ({"forgetting": 1e-3}, {"forgetting": 1e-3 + 5e-7}, 0),
+        # the spreads measured unpinned pass; ten times the tolerance fails
+        ({"train loss": 0.9622207}, {"train loss": 0.9622207 + 6.9e-6}, 0),
+        ({"train loss": 0.9622207}, {"train loss": 0.9622207 * (1 + 1e-3)}, 1),
+        ({"forgetting": 0.5301882}, {"forgetting": 0.5301882 + 1.98e-4}, 0),
+        ({"forgetting": 0.5301882}, {"forgetting": 0.5301882 * (1 + 4e-2)}, 1),
+        ({"forgetting": 1e-3}, {"forgetting": 1e-3 + 3e-3}, 0),  # near 0: absolute
+        ({"forgetting": 1e-3}, {"forgetting": 1e-3 + 5e-3}, 1),
+        ({"forgetting loss before": 1.4084617}, {"forgetting loss before": 1.4084617 + 8.6e-8}, 0),
+        ({"forgetting loss before": 1.4084617}, {"forgetting loss before": 1.4084617 + 1e-4}, 1),
+        ({"lr": 0.0}, {"lr": 1e-5}, 1),
         ({"test accuracy": 0.5}, {"test accuracy": 0.5 + 1e-12}, 1),
         ({"test_correct": "0110"}, {"test_correct": "0111"}, 1),
         ({"metrics": [{"step": 5}]}, {"metrics": [{"step": 5}, {"step": 10}]}, 1),
