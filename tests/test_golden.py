@@ -126,11 +126,11 @@ def run_quick_here() -> dict[str, Any]:
     }
 
 
-def run_in_child(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_in_child(*args: str) -> dict[str, Any]:
     """This file's `--*-to FILE` in a child process (pinned unless `--unpinned`): what it wrote."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
-        done = subprocess.run([sys.executable, __file__, *args, str(out)], env=env, check=False)
+        done = subprocess.run([sys.executable, __file__, *args, str(out)], check=False)
         assert done.returncode == 0, f"the child run {args} failed (exit {done.returncode}): see its output"
         return json.loads(out.read_text(encoding="utf-8"))
 
