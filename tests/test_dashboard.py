@@ -113,6 +113,27 @@ def test_error_bars_and_seed_means_in_the_pareto_figure(task_dir):
     assert {"Pareto frontier", "full fine-tuning", "orthogonal", "prompt-based"} <= names
 
 
+def test_quick_runs_are_open_diamonds_with_a_frontier_of_their_own(task_dir):
+    # a quick run of lora/r8, cheaper and better than every full run: it must not join their frontier
+    quick = make_record(
+        "lora/r8", task="tinymath", accuracy=0.9, memory=500, created_at="2026-02-01T00:00:00+00:00"
+    )
+    quick["run_info"].update(quick=True, cli_overrides={})
+    write_record(task_dir / "temporary_results", quick)
+    loaded = load_results([task_dir], include_temporary=True)
+    view = dash.build_view(
+        loaded, task="tinymath", model=None, filter_text="", x="memory_max", y="test_accuracy"
+    )
+    lines = {t.name: t for t in view.figure.data if t.mode == "lines"}
+    assert set(lines) == {"Pareto frontier", "Pareto frontier [quick]"}
+    assert list(lines["Pareto frontier"].y) == pytest.approx([0.30, 0.55, 0.70])  # FRONTIER, unchanged
+    assert list(lines["Pareto frontier [quick]"].y) == pytest.approx([0.9])
+    low_rank = next(t for t in view.figure.data if t.name == "low-rank (LoRA-like)")
+    symbols = dict(zip(low_rank.customdata, low_rank.marker.symbol, strict=True))
+    assert symbols["lora/r8 [quick]"] == "diamond-open"
+    assert symbols["lora/r8"] == "circle"
+
+
 def test_tied_with_best_column(tmp_path):
     results = tmp_path / "t" / "results"
     for seed, (good, close, bad) in enumerate([(0.80, 0.79, 0.20), (0.82, 0.83, 0.22), (0.81, 0.80, 0.21)]):

@@ -80,17 +80,25 @@ def pareto_figure(experiments: pd.DataFrame, *, x: Metric, y: Metric, title: str
         return message_figure(f"no runs with both {x.name} and {y.name}")
     on_front = pareto_mask(data, x=x, y=y)
     fig = go.Figure()
-    front = data[on_front].sort_values(x.name)
-    fig.add_trace(
-        go.Scatter(
-            x=front[x.name],
-            y=front[y.name],
-            mode="lines",
-            line={"color": "rgba(40,40,40,0.35)", "width": 3, "shape": "hv" if len(front) > 1 else "linear"},
-            name="Pareto frontier",
-            hoverinfo="skip",
+    variants = data["variant"].fillna("") if "variant" in data.columns else pd.Series("", index=data.index)
+    # one frontier per variant (pareto_mask): a line through the points of two variants would be no frontier
+    for variant in sorted(variants.unique()):
+        front = data[on_front & (variants == variant)].sort_values(x.name)
+        fig.add_trace(
+            go.Scatter(
+                x=front[x.name],
+                y=front[y.name],
+                mode="lines",
+                line={
+                    "color": "rgba(40,40,40,0.35)",
+                    "width": 3,
+                    "shape": "hv" if len(front) > 1 else "linear",
+                    "dash": "dot" if variant else "solid",
+                },
+                name=f"Pareto frontier [{variant}]" if variant else "Pareto frontier",
+                hoverinfo="skip",
+            )
         )
-    )
     for family, group in data.groupby("family", sort=True):
         marker_line = [2 if f else 0 for f in on_front[group.index]]
         fig.add_trace(
@@ -104,6 +112,8 @@ def pareto_figure(experiments: pd.DataFrame, *, x: Metric, y: Metric, title: str
                     "size": [14 if f else 9 for f in on_front[group.index]],
                     "line": {"width": marker_line, "color": "black"},
                     "opacity": 0.9,
+                    # quick and shortened runs (a variant) are open diamonds beside the full runs' dots
+                    "symbol": ["diamond-open" if v else "circle" for v in variants[group.index]],
                 },
                 error_x=_errors(group, x),
                 error_y=_errors(group, y),
@@ -118,7 +128,7 @@ def pareto_figure(experiments: pd.DataFrame, *, x: Metric, y: Metric, title: str
         title=title or f"Pareto frontier: {x.label or x.name} vs {y.label or y.name}",
         xaxis_title=f"{x.label or x.name} ({better[x.higher_is_better]})",
         yaxis_title=f"{y.label or y.name} ({better[y.higher_is_better]})",
-        legend_title="method family (outlined: on the frontier)",
+        legend_title="method family (outlined: on the frontier; open diamonds: quick or shortened runs)",
         xaxis=axis_format(x, data[x.name]),
         yaxis=axis_format(y, data[y.name]),
         height=560,
