@@ -619,3 +619,17 @@ def test_the_demos_filter_names_one_committed_experiment_each_with_a_full_result
     runs = plan(repo / "benchmarks" / "tinymath", filters=demo_filter)
     assert sorted(r.experiment.experiment_name for r in runs) == sorted(names)
     assert all(r.result_path.is_file() for r in runs)
+
+
+def test_the_summary_of_a_quick_sweep_labels_its_runs_as_quick(tmp_path):
+    from peftbench.experiment import resolve_experiment
+    from peftbench.sweep.driver import RunReport, summary_table
+    from peftbench.sweep.pending import Run
+
+    exp_dir = tmp_path / "benchmarks" / "toytask" / "experiments" / "lora" / "r8"
+    exp_dir.mkdir(parents=True)
+    (exp_dir.parents[2] / "default_training_params.json").write_text("{}")
+    report = RunReport(run=Run(resolve_experiment(exp_dir), 0), status="success", test_accuracy=0.25)
+    assert "lora/r8 [quick]" in summary_table([report], quick=True)
+    full = summary_table([report])
+    assert "lora/r8" in full and "[quick]" not in full

@@ -122,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
             force=args.force,
             include_temporary=args.include_temporary,
         )
-    print(summary_table(reports))
+    print(summary_table(reports, quick=args.quick))
     for report in reports:
         if report.status in FAILED and report.log is not None:
             print(f"\n--- {report.run.label}: {report.status}; last lines of {report.log} ---")

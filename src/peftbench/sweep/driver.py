@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from peftbench.analysis.variant import labelled
 from peftbench.sweep.locks import claimed
 from peftbench.sweep.pending import Run, run_state
 from peftbench.sweep.view import SweepView, progress_path_for
@@ -123,11 +124,12 @@ def run_sweep(
     return reports, interrupts > 0
 
 
-def summary_table(reports: list[RunReport]) -> str:
-    """Experiment, seed, status, test accuracy, wall time: one row per run."""
+def summary_table(reports: list[RunReport], *, quick: bool = False) -> str:
+    """Experiment, seed, status, test accuracy, wall time: one row per run; quick runs labelled as the
+    results table labels them, so that their accuracy is not read as the experiment's."""
     rows = [
         {
-            "experiment": r.run.experiment.experiment_name,
+            "experiment": labelled(r.run.experiment.experiment_name, "quick" if quick else ""),
             "seed": str(r.run.seed),
             "status": r.status,
             "test accuracy": "" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
