@@ -28,3 +28,23 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip("../shared/reference is absent")
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny Llama of toyworld, built once for the session."""
+    from toyworld import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_model(folder)
+    return folder
+
+
+@pytest.fixture
+def task_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """A toy task folder (toyworld) with its experiments, on the tiny model; modules that need another
+    task folder define their own `task_dir`."""
+    from toyworld import make_task_dir, register_toy_task
+
+    register_toy_task(monkeypatch)
+    return make_task_dir(tmp_path, model_dir=tiny_model_dir)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from toyworld import TOY, build_tiny_model, make_task_dir, register_toy_task
+from toyworld import TOY
 
 from peftbench import tasks
 
@@ -31,17 +31,9 @@ def run_perf():
     del sys.modules["run_perf"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny_model(folder)
-    return folder
-
-
 @pytest.fixture
-def experiment(tmp_path, tiny_model_dir, monkeypatch) -> Path:
-    register_toy_task(monkeypatch)
-    return make_task_dir(tmp_path, model_dir=tiny_model_dir) / "experiments" / "lora" / "toy-rank4"
+def experiment(task_dir) -> Path:
+    return task_dir / "experiments" / "lora" / "toy-rank4"
 
 
 def test_fit_line_recovers_slope_and_r2(run_perf):

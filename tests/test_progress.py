@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from toyworld import build_tiny_model, make_task_dir, register_toy_task
 
 from peftbench.cli import main
 from peftbench.progress import PROGRESS_FILE_ENV, RunProgress, describe, read_progress, write_progress
@@ -23,20 +22,6 @@ from peftbench.sweep.driver import RunReport, run_sweep
 from peftbench.sweep.local import LocalBackend
 from peftbench.sweep.pending import plan
 from peftbench.sweep.view import SweepView, progress_path_for
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny_model(folder)
-    return folder
-
-
-@pytest.fixture
-def task_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
-    register_toy_task(monkeypatch)
-    return make_task_dir(tmp_path, model_dir=tiny_model_dir)
-
 
 # ---- one run -----------------------------------------------------------------------------------------
 

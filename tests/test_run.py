@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from toyworld import LORA, build_tiny_model, make_task_dir, register_toy_task
+from toyworld import LORA
 
 from peftbench.cli import main
 from peftbench.experiment import load_train_config, resolve_experiment
@@ -53,19 +53,6 @@ EVAL_KEYS = {
 }
 FINAL_KEYS = {"step", "test accuracy", "train loss", "train samples", "train total tokens", "forgetting"}
 TIMING = {"train time", "eval time", "tokens / sec", "elapsed time", "mem allocated avg", "mem reserved avg"}
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny_model(folder)
-    return folder
-
-
-@pytest.fixture
-def task_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
-    register_toy_task(monkeypatch)
-    return make_task_dir(tmp_path, model_dir=tiny_model_dir)
 
 
 def result_files(task_dir: Path, kind: str) -> list[Path]:
