@@ -102,7 +102,8 @@ def task_section(loaded: Loaded, task: str) -> str:
         parts.append(
             f'<p class="note">{TIED_COLUMN}: not significantly different from the best on '
             f"{html.escape(primary.name)} (5% level, Holm-corrected); ? = cannot tell (one seed and no "
-            "per-item results).</p>"
+            "per-item results). yes means not shown worse: an experiment with one seed, tested against a "
+            "best with few seeds, is rarely shown worse (docs/statistics.md).</p>"
         )
     parts.append(f'<div class="scroll">{_table_html(runs, usable, primary)}</div>')
     curves = loaded.curves[loaded.curves["task"] == task] if not loaded.curves.empty else loaded.curves
