@@ -395,7 +395,16 @@ def test_sweep_loop_reports_each_run_in_order(task_dir):
     assert reports[0].status == "success"  # --force reruns it
 
 
-def test_ctrl_c_cancels_running_runs_and_starts_no_more(task_dir):
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own Ctrl-C handler, as in a terminal. A shell starts background jobs (`make test &`) with
+    SIGINT ignored, and Python then installs no handler: a SIGINT would be lost and the test fail."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_cancels_running_runs_and_starts_no_more(task_dir, python_sigint_handler):
     runs = plan(task_dir)
     backend = FakeBackend(block=True, max_parallel=1)
     main = threading.main_thread().ident
