@@ -21,7 +21,7 @@ def task_dir(tmp_path, monkeypatch) -> Path:
     register_toy_task(monkeypatch)
     task_dir = make_task_dir(tmp_path, model_dir=tmp_path / "no-model")  # previews never load it
     (task_dir / EXP / "training_params.json").write_text(
-        json.dumps({"optimizer_kwargs": {"lr": 5e-3, "momentum_free": 1}, "batch_size": 2})
+        json.dumps({"optimizer_kwargs": {"lr": 5e-3, "amsgrad": True}, "batch_size": 2})
     )
     return task_dir
 
@@ -29,7 +29,7 @@ def task_dir(tmp_path, monkeypatch) -> Path:
 def test_dotted_set_changes_one_entry_and_keeps_the_others(task_dir):
     overrides = parse_overrides(["optimizer_kwargs.lr=3e-3", "generation_kwargs.max_new_tokens=32"])
     config = load_train_config(resolve_experiment(task_dir / EXP), overrides=overrides)
-    assert config.optimizer_kwargs == {"lr": 3e-3, "momentum_free": 1}  # the experiment's other entry
+    assert config.optimizer_kwargs == {"lr": 3e-3, "amsgrad": True}  # the experiment's other entry
     assert config.generation_kwargs == {"max_length": 80, "max_new_tokens": 32}  # the default's
     assert json.loads((task_dir / EXP / "training_params.json").read_text())["optimizer_kwargs"]["lr"] == 5e-3
 
@@ -50,8 +50,11 @@ def test_dotted_keys_are_for_the_command_line_only(task_dir):
 
 
 def test_dotted_keys_reach_deeper_and_add_new_entries():
-    layers = [("defaults", DEFAULTS), ("--set", parse_overrides(["generation_kwargs.extra.depth=2"]))]
-    assert build_config(layers).generation_kwargs["extra"] == {"depth": 2}
+    layers = [
+        ("defaults", DEFAULTS),
+        ("--set", parse_overrides(["generation_kwargs.watermarking_config.bias=2.0"])),
+    ]
+    assert build_config(layers).generation_kwargs["watermarking_config"] == {"bias": 2.0}
 
 
 BAD_SETS = [
@@ -92,7 +95,7 @@ def test_config_preview_marks_the_source_of_every_value(task_dir, capsys):
     )
     assert rows["dtype"] == ('"float32"', "default")
     assert rows["batch_size"] == ("2", "experiment")
-    assert rows["optimizer_kwargs.momentum_free"] == ("1", "experiment")
+    assert rows["optimizer_kwargs.amsgrad"] == ("true", "experiment")
     assert rows["optimizer_kwargs.lr"] == ("0.003", "--set")
     assert rows["seed"] == ("7", "--set")
     assert rows["max_steps"] == ("2", "quick")

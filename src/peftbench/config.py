@@ -10,19 +10,73 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import inspect
 import json
 import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from peftbench.errors import BadInput, did_you_mean
 
 DTYPES = ("float32", "bfloat16", "float16", "int8", "int4")
 PEFT_OPTIMIZERS = ("lora+", "lora-fa", "riemannian")
 LR_SCHEDULERS = (None, "cosine")
+
+# The checker is hand-written rather than a pydantic model: the allowed entries of the two object
+# settings are not fixed but read at run time from the libraries that take them (the optimizer's
+# signature, transformers' GenerationConfig), and every error must be one line naming the file that
+# set the value, which our checker already does for the top-level fields. Bounds ride on
+# `Annotated` so that one type table serves checking and `--explain`.
+Positive = "> 0"
+NonNegative = ">= 0"
+_BOUNDS = {Positive: lambda v: v > 0, NonNegative: lambda v: v >= 0}
+_Number = Annotated[float, NonNegative]
+_Count = Annotated[int, NonNegative]
+_PositiveInt = Annotated[int, Positive]
+
+# Types of the entries peftbench knows; an entry the library accepts but not listed here passes as is.
+ENTRY_TYPES: dict[str, dict[str, Any]] = {
+    "optimizer_kwargs": {
+        **dict.fromkeys(("lr", "weight_decay", "eps", "momentum", "dampening", "alpha", "reg"), _Number),
+        **dict.fromkeys(("loraplus_lr_ratio", "loraplus_lr_embedding", "loraplus_weight_decay"), _Number),
+        **dict.fromkeys(("amsgrad", "nesterov", "maximize", "capturable", "differentiable"), bool),
+        **dict.fromkeys(("foreach", "fused", "use_rslora"), bool | None),
+        "betas": list[float],
+        "r": _PositiveInt,
+        "lora_alpha": _Number,
+    },
+    "generation_kwargs": {
+        **dict.fromkeys(("max_new_tokens", "max_length", "num_beams"), _PositiveInt | None),
+        **dict.fromkeys(("num_return_sequences", "top_k"), _PositiveInt | None),
+        **dict.fromkeys(("min_new_tokens", "min_length", "no_repeat_ngram_size"), _Count),
+        **dict.fromkeys(("temperature", "top_p", "min_p", "typical_p", "repetition_penalty"), _Number | None),
+        "length_penalty": float,
+        **dict.fromkeys(("do_sample", "use_cache", "output_scores", "return_dict_in_generate"), bool),
+        "early_stopping": bool | Literal["never"],
+        **dict.fromkeys(("pad_token_id", "bos_token_id"), _Count | None),
+        "eos_token_id": _Count | list[int] | None,
+        "stop_strings": str | list[str] | None,
+    },
+}
+# peft's optimizer factories: (function, the torch.optim class that gets their **kwargs in train.py,
+# the entries the function pops from **kwargs itself, which its signature does not show)
+PEFT_FACTORIES = {
+    "lora+": ("create_loraplus_optimizer", "AdamW", ("loraplus_weight_decay", "loraplus_lr_embedding")),
+    "lora-fa": ("create_lorafa_optimizer", None, ()),
+    "riemannian": ("create_riemannian_optimizer", "AdamW", ()),
+}
+
+
+class BadValue(ValueError):
+    """A bad setting. `key` (a field, or `field.entry`) lets the caller name the layer that set it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -57,7 +111,8 @@ class TrainConfig:
         "A torch.optim class name (e.g. 'AdamW'), or 'lora+', 'lora-fa', 'riemannian' from peft.optimizers."
     )
     optimizer_kwargs: dict[str, Any] = _help(
-        "Keyword arguments of the optimizer; must include 'lr'. For 'lora+': loraplus_lr_ratio etc."
+        "Keyword arguments of the optimizer; must include 'lr'. For 'lora+': loraplus_lr_ratio etc. "
+        "Keys are checked against the optimizer's signature (for peft's optimizers, their factory's)."
     )
     lr_scheduler: Literal["cosine"] | None = _help(
         "null for a constant learning rate, or 'cosine' with 10% linear warm-up."
@@ -68,7 +123,7 @@ class TrainConfig:
     )
     generation_kwargs: dict[str, Any] = _help(
         "transformers GenerationConfig arguments for evaluation. When both max_length and "
-        "max_new_tokens are given, the smaller total length wins."
+        "max_new_tokens are given, the smaller total length wins. Keys must be GenerationConfig attributes."
     )
     attn_implementation: str | None = _help(
         "transformers attention implementation (e.g. 'sdpa'); null = default."
@@ -96,6 +151,11 @@ REQUIRED = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.default is
 
 def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *bounds = typing.get_args(hint)
+        return " ".join((_type_name(base), *bounds))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
     if origin is Literal:
         return " | ".join(json.dumps(a) for a in typing.get_args(hint))
     if origin in (typing.Union, types.UnionType):
@@ -109,6 +169,11 @@ def _type_name(hint: Any) -> str:
 
 def _matches(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *bounds = typing.get_args(hint)
+        return _matches(value, base) and all(_BOUNDS[b](value) for b in bounds)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, typing.get_args(hint)[0]) for v in value)
     if origin is Literal:
         return value in typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -124,32 +189,95 @@ def _matches(value: Any, hint: Any) -> bool:
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
     if not _matches(value, hint):
-        raise ValueError(f'"{name}" must be {_type_name(hint)}, got {json.dumps(value)}')
+        raise BadValue(name, f'"{name}" must be {_type_name(hint)}, got {json.dumps(value)}')
 
 
 def _check_values(c: TrainConfig) -> None:
     positive = ("max_seq_length", "batch_size", "batch_size_eval", "max_steps", "eval_steps")
     for name in (*positive, "gradient_accumulation_steps"):
         if getattr(c, name) <= 0:
-            raise ValueError(f'"{name}" must be a positive integer, got {getattr(c, name)}')
+            raise BadValue(name, f'"{name}" must be a positive integer, got {getattr(c, name)}')
     if c.eval_steps > c.max_steps:
-        raise ValueError(f'"eval_steps" ({c.eval_steps}) must not exceed "max_steps" ({c.max_steps})')
+        raise BadValue(
+            "eval_steps", f'"eval_steps" ({c.eval_steps}) must not exceed "max_steps" ({c.max_steps})'
+        )
     if c.grad_norm_clip < 0:
-        raise ValueError(f'"grad_norm_clip" must be >= 0 (0 = off), got {c.grad_norm_clip}')
+        raise BadValue("grad_norm_clip", f'"grad_norm_clip" must be >= 0 (0 = off), got {c.grad_norm_clip}')
     if "{query}" not in c.query_template:
-        raise ValueError('"query_template" must contain "{query}"')
+        raise BadValue("query_template", '"query_template" must contain "{query}"')
     if c.optimizer_type not in PEFT_OPTIMIZERS:
-        import torch.optim
-
-        optimizers = [n for n, v in vars(torch.optim).items() if isinstance(v, type) and n[0].isupper()]
-        if c.optimizer_type not in optimizers or c.optimizer_type == "Optimizer":
+        optimizers = _torch_optimizers()
+        if c.optimizer_type not in optimizers:
             hint = did_you_mean(c.optimizer_type, [*optimizers, *PEFT_OPTIMIZERS])
-            raise ValueError(
+            raise BadValue(
+                "optimizer_type",
                 f'"optimizer_type" {c.optimizer_type!r} is neither a torch.optim class nor one of '
-                f"{', '.join(PEFT_OPTIMIZERS)}{hint}"
+                f"{', '.join(PEFT_OPTIMIZERS)}{hint}",
             )
     if "lr" not in c.optimizer_kwargs:
-        raise ValueError('"optimizer_kwargs" must contain "lr"')
+        raise BadValue("optimizer_kwargs", '"optimizer_kwargs" must contain "lr"')
+    _check_entries("optimizer_kwargs", c.optimizer_kwargs, allowed=optimizer_arguments(c.optimizer_type))
+    _check_entries("generation_kwargs", c.generation_kwargs, allowed=generation_arguments())
+
+
+def _check_entries(field_name: str, entries: dict[str, Any], *, allowed: tuple[str, tuple[str, ...]]) -> None:
+    """Each entry of an object setting is one the library takes (`allowed`: whose, which), of its type."""
+    owner, names = allowed
+    for name, value in entries.items():
+        key = f"{field_name}.{name}"
+        if name not in names:
+            shown = f"; allowed: {', '.join(names)}" if len(names) <= 20 else ""
+            raise BadValue(
+                key, f'unknown key "{key}": not an argument of {owner}{did_you_mean(name, names)}{shown}'
+            )
+        if name in ENTRY_TYPES[field_name]:
+            _check_type(key, value, ENTRY_TYPES[field_name][name])
+
+
+@functools.cache
+def _torch_optimizers() -> tuple[str, ...]:
+    import torch.optim
+
+    return tuple(
+        n
+        for n, v in vars(torch.optim).items()
+        if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer
+    )
+
+
+def _parameters(function: Any, *, skip: tuple[str, ...]) -> tuple[list[str], bool]:
+    """A function's parameter names less `skip`, and whether it takes **kwargs."""
+    params = inspect.signature(function).parameters.values()
+    names = [p.name for p in params if p.name not in skip and p.kind is not p.VAR_KEYWORD]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+@functools.cache
+def optimizer_arguments(optimizer_type: str) -> tuple[str, tuple[str, ...]]:
+    """(what takes them, the keyword arguments `optimizer_kwargs` may hold) for an optimizer type."""
+    import torch.optim
+
+    if optimizer_type not in PEFT_FACTORIES:
+        names, _ = _parameters(getattr(torch.optim, optimizer_type).__init__, skip=("self", "params"))
+        return f"torch.optim.{optimizer_type}", tuple(names)
+    import peft.optimizers
+
+    factory, passes_to, popped = PEFT_FACTORIES[optimizer_type]
+    names, has_kwargs = _parameters(getattr(peft.optimizers, factory), skip=("model", "optimizer_cls"))
+    names += popped
+    if has_kwargs and passes_to:
+        names += _parameters(getattr(torch.optim, passes_to).__init__, skip=("self", "params"))[0]
+        return f"peft's {factory} (with torch.optim.{passes_to})", tuple(dict.fromkeys(names))
+    return f"peft's {factory}", tuple(names)
+
+
+@functools.cache
+def generation_arguments() -> tuple[str, tuple[str, ...]]:
+    """The settings transformers' GenerationConfig has (its private and version entries left out)."""
+    from transformers import GenerationConfig
+
+    names = [n for n in GenerationConfig().to_dict() if not n.startswith("_") and n != "transformers_version"]
+    return "transformers' GenerationConfig", tuple(sorted(names))
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -219,7 +347,6 @@ def build_config(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
     A bad value is reported against the last layer that set it, so the user knows which file to fix.
     """
     merged: dict[str, Any] = {}
-    origin: dict[str, str] = {}
     for source, params in layers:
         check_keys(params, source=source)
         for key, value in params.items():
@@ -227,15 +354,13 @@ def build_config(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
                 _set_dotted(merged, key, value, source=source)
             else:
                 merged[key] = value
-            origin[key.split(".")[0]] = source
     missing = [k for k in REQUIRED if k not in merged]
     if missing:
         raise BadInput(f"{layers[0][0]}: missing required keys: {', '.join(missing)}")
     try:
         return TrainConfig(**merged)
-    except ValueError as exc:
-        key = str(exc).split('"')[1] if '"' in str(exc) else ""
-        raise BadInput(f"{origin.get(key, layers[-1][0])}: {exc}") from None
+    except BadValue as exc:
+        raise BadInput(f"{value_sources(layers).get(exc.key, layers[-1][0])}: {exc}") from None
 
 
 def value_sources(layers: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
@@ -281,7 +406,9 @@ def explain() -> str:
     for f in dataclasses.fields(TrainConfig):
         default = "" if f.default is dataclasses.MISSING else f" (default: {json.dumps(f.default)})"
         lines.append(f"{f.name}: {_type_name(_HINTS[f.name])}{default}")
-        lines.extend(
-            textwrap.wrap(f.metadata["help"], width=96, initial_indent="    ", subsequent_indent="    ")
-        )
+        text = f.metadata["help"]
+        if f.name in ENTRY_TYPES:
+            entries = "; ".join(f"{k}: {_type_name(v)}" for k, v in ENTRY_TYPES[f.name].items())
+            text += f" Entries checked for type: {entries}."
+        lines.extend(textwrap.wrap(text, width=96, initial_indent="    ", subsequent_indent="    "))
     return "\n".join(lines)
