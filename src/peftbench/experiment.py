@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ TRAINING_PARAMS = "training_params.json"
 DEFAULT_PARAMS = "default_training_params.json"
 QUICK_PARAMS = "quick_training_params.json"
 RESULT_DIRS = ("results", "temporary_results", "cancelled_results")
+# peft types that need a module peft does not depend on: (module, its pip package, peftbench's extra)
+OPTIONAL_MODULES = {"ADAMSS": ("sklearn", "scikit-learn", "methods")}
+# adapter settings that count training steps: peft type -> (the schedule's length, its phases)
+STEP_SCHEDULES = {"ADALORA": ("total_step", ("tinit", "tfinal"))}
 LAYER_LABELS = {
     DEFAULT_PARAMS: "default",
     TRAINING_PARAMS: "experiment",
@@ -178,10 +183,42 @@ def load_peft_config(exp: Experiment) -> Any:
             f'{exp.adapter_config_path}: unknown or missing "peft_type" {peft_type!r}'
             f"{did_you_mean(str(peft_type), known)}; the installed peft knows: {', '.join(sorted(known))}"
         )
+    _check_optional_module(peft_type, where=exp.adapter_config_path)
     try:
         return PeftConfig.from_pretrained(str(exp.path))
     except (TypeError, ValueError, KeyError) as exc:
         raise BadInput(f"{exp.adapter_config_path}: peft cannot use this config: {exc}") from None
+
+
+def schedule_warnings(exp: Experiment, config: TrainConfig, peft_config: Any) -> list[str]:
+    """One line per adapter schedule whose length is not the run's `max_steps`.
+
+    Warned, not scaled: scaling would train another config than the file's, and a result's identity
+    is its config files; the reference's files (5000 steps) run shortened with `--quick` or `--set`."""
+    peft_type = getattr(getattr(peft_config, "peft_type", None), "value", None)
+    if peft_type not in STEP_SCHEDULES:
+        return []
+    key, phases = STEP_SCHEDULES[peft_type]
+    length = getattr(peft_config, key)
+    if length == config.max_steps:
+        return []
+    shown = ", ".join(f"{p} {getattr(peft_config, p)}" for p in phases)
+    effect = "stops before its schedule ends" if config.max_steps < length else "runs past its schedule's end"
+    return [
+        f'{exp.adapter_config_path}: {peft_type} "{key}" is {length} ({shown}) but "max_steps" is '
+        f'{config.max_steps}: training {effect}; set "{key}" to max_steps and fit {" and ".join(phases)}'
+    ]
+
+
+def _check_optional_module(peft_type: str, *, where: Path) -> None:
+    """Before peft imports it (in the config, or at initialisation after the model loads)."""
+    if peft_type not in OPTIONAL_MODULES:
+        return
+    module, package, extra = OPTIONAL_MODULES[peft_type]
+    if importlib.util.find_spec(module) is None:
+        raise BadInput(
+            f"{where}: {peft_type} needs {package}, which is not installed: pip install 'peftbench[{extra}]'"
+        )
 
 
 def sha256_file(path: Path) -> str:

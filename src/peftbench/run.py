@@ -22,7 +22,13 @@ import numpy as np
 from peftbench import provenance
 from peftbench.config import TrainConfig
 from peftbench.errors import BadInput
-from peftbench.experiment import Experiment, config_hashes, load_peft_config, load_train_config
+from peftbench.experiment import (
+    Experiment,
+    config_hashes,
+    load_peft_config,
+    load_train_config,
+    schedule_warnings,
+)
 from peftbench.progress import RunProgress
 from peftbench.results import SCHEMA_VERSION, atomic_write_json
 from peftbench.tasks import get_task
@@ -88,6 +94,8 @@ def execute(
         overrides["seed"] = seed
     config = load_train_config(experiment, quick=quick, overrides=overrides)
     peft_config = load_peft_config(experiment)
+    for warning in schedule_warnings(experiment, config, peft_config):
+        print(f"warning: {warning}", file=sys.stderr)
     if config.init_kv_cache_prefix and peft_config is None:
         raise BadInput('"init_kv_cache_prefix" applies to prefix tuning only, not to full fine-tuning')
     task = get_task(experiment.task_name)
