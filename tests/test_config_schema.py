@@ -180,3 +180,11 @@ def test_adalora_schedule_longer_than_the_run_is_warned_before_loading(task_dir,
         f'tfinal 500) but "max_steps" is {max_steps}: training stops before its schedule ends; '
         'set "total_step" to max_steps and fit tinit and tfinal'
     )
+
+
+def test_explain_documents_the_checked_entries():
+    from peftbench.config import explain
+
+    text = " ".join(explain().split())
+    assert "Entries checked for type: lr: number >= 0;" in text
+    assert "max_new_tokens: integer > 0 | null;" in text
