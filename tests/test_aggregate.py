@@ -127,6 +127,79 @@ def test_bad_files_are_skipped_with_a_warning_naming_them(tmp_path):
     assert "5 unreadable" in loaded.summary
 
 
+def _with(record: dict, where: str, value) -> dict:
+    """`record` with the field at dotted path `where` ("final.test accuracy": the final metrics dict)."""
+    *parents, key = where.split(".")
+    target = record["train_info"]["metrics"][-1] if parents == ["final"] else record
+    for part in parents if parents != ["final"] else []:
+        target = target[part]
+    target[key] = value
+    return record
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "reason"),
+    [
+        ("final.test accuracy", "0.5", "final metric \"test accuracy\" is '0.5' (str); expected a number"),
+        ("final.forgetting", True, 'final metric "forgetting" is True (bool); expected a number'),
+        ("final.test accuracy math-verify", [0.5], 'final metric "test accuracy math-verify" is [0.5]'),
+        ("train_info.train_time", "fast", "train_info.train_time is 'fast' (str); expected a number"),
+        ("train_info.accelerator_memory_max", {"gb": 1}, "train_info.accelerator_memory_max is {'gb': 1}"),
+        ("run_info.seed", "1", "run_info.seed is '1' (str); expected a whole number"),
+        ("run_info.seed", 1.5, "run_info.seed is 1.5 (float); expected a whole number"),
+        ("train_info.test_items_hash", 7, "train_info.test_items_hash is 7 (int); expected a non-empty"),
+        ("train_info.test_correct", [1, 0], "train_info.test_correct must be a string of 0 and 1, found [1"),
+        ("train_info.test_correct", "10x0", "train_info.test_correct must be a string of 0 and 1, found 'x'"),
+        # the per-item data gives 0.25, the table would show 0.5: compare and table would disagree
+        ("train_info.test_correct", "1000", 'final metric "test accuracy" is 0.5 but train_info.test_corr'),
+    ],
+)
+def test_a_wrongly_typed_field_skips_the_file_naming_field_and_file(tmp_path, where, value, reason):
+    results = tmp_path / "t" / "results"
+    write_record(results, make_record("lora/good"))
+    bad = write_record(results, _with(make_record("lora/bad"), where, value))
+    loaded = agg.load_results([results])
+    assert loaded.table["experiment_name"].tolist() == ["lora/good"]
+    assert len(loaded.warnings) == 1 and loaded.warnings[0].startswith(f"skipped {bad}: {reason}")
+    assert "1 unreadable or with a wrongly typed field" in loaded.summary
+
+
+def test_a_nan_accuracy_with_per_item_data_is_skipped_not_loaded_as_nan(tmp_path):
+    results = tmp_path / "t" / "results"
+    write_record(results, make_record("lora/a", accuracy=float("nan"), test_correct="1100"))
+    loaded = agg.load_results([results])
+    assert loaded.table.empty
+    assert (
+        'final metric "test accuracy" is nan but train_info.test_correct gives 2/4 = 0.5'
+        in (loaded.warnings[0])
+    )
+
+
+def test_a_nan_metric_without_per_item_data_is_kept_and_flagged(tmp_path):
+    results = tmp_path / "t" / "results"
+    path = write_record(results, make_record("lora/a", forgetting=float("inf"), accuracy=float("nan")))
+    loaded = agg.load_results([results])
+    assert loaded.warnings == []
+    assert loaded.not_finite == [
+        f'{path}: final metric "test accuracy" is nan (shown as empty)',
+        f'{path}: final metric "forgetting" is inf (shown as empty)',
+    ]
+    assert "2 NaN or infinite values shown as empty" in loaded.summary
+    assert loaded.table["test_accuracy"].isna().all()
+
+
+def test_null_means_not_measured_and_matching_per_item_data_loads(tmp_path):
+    results = tmp_path / "t" / "results"
+    record = make_record("lora/a", accuracy=0.75, forgetting=None, test_correct="1101", seed=3)
+    record["train_info"]["train_time"] = None
+    write_record(results, record)
+    loaded = agg.load_results([results])
+    assert loaded.warnings == [] and loaded.not_finite == []
+    row = loaded.table.iloc[0]
+    assert (row["test_accuracy"], row["n_test_items"], row["seed"]) == (0.75, 4, 3)
+    assert math.isnan(row["train_time"])
+
+
 def test_empty_and_missing_results_give_an_empty_table(tmp_path):
     (tmp_path / "empty").mkdir()
     loaded = agg.load_results([tmp_path / "empty"])
@@ -214,6 +287,10 @@ def test_diff_runs_shows_config_and_metric_differences(tmp_path):
 def test_reference_files_load_unchanged(reference_dir):
     loaded = agg.load_results([reference_dir / "MetaMathQA", reference_dir / "image-gen"])
     assert loaded.warnings == []
+    # full fine-tuning has no drift from a base: the reference stores NaN, flagged and kept
+    assert [n.rsplit("/", 1)[-1] for n in loaded.not_finite] == [
+        'full-finetuning--flux2-klein-default.json: final metric "drift" is nan (shown as empty)'
+    ]
     table = loaded.table
     math_runs = table[table["task"] == "MetaMathQA"]
     assert len(math_runs) == len(list((reference_dir / "MetaMathQA" / "results").glob("*.json")))

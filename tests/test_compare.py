@@ -402,3 +402,38 @@ def test_method_footer_names_each_test_once_and_counts_its_caveats(task_dir, cap
         "method: t-test over items x seeds (variance components, Welch-Satterthwaite df)",
         "  1 of 2 comparisons: A has one seed: its variation across seeds is assumed equal to the other's",
     ]
+
+
+# ---- result files with wrongly typed fields: table and compare see the same runs -----------------------
+
+
+def _rewrite(path: Path, **final_or_train_info) -> None:
+    record = json.loads(path.read_text())
+    for key, value in final_or_train_info.items():
+        if key == "test_accuracy":
+            record["train_info"]["metrics"][-1]["test accuracy"] = value
+        else:
+            record["train_info"][key] = value
+    path.write_text(json.dumps(record))  # json writes NaN as the bare literal that json.load accepts
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"test_accuracy": float("nan")}, 'final metric "test accuracy" is nan but train_info.test_correct'),
+        ({"test_accuracy": 0.9}, 'final metric "test accuracy" is 0.9 but train_info.test_correct gives 3/4'),
+        ({"test_correct": [1, 0, 1, 1]}, "train_info.test_correct must be a string of 0 and 1, found [1, 0"),
+    ],
+)
+def test_table_and_compare_skip_the_same_bad_file_and_name_why(tmp_path, capsys, change, reason):
+    results = tmp_path / "results"
+    write_result(results, "lora/a", "1010")
+    bad = write_result(results, "lora/b", "1011")
+    _rewrite(bad, **change)
+    code, _, err = run_cli(capsys, results, "lora/a", "lora/b")
+    assert code == 2 and f"warning: skipped {bad}: {reason}" in err
+    assert "per-item data is missing" not in err
+    assert main(["table", str(results), "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: skipped {bad}: {reason}" in err
+    assert "lora/a" in out and "lora/b" not in out

@@ -55,6 +55,24 @@ def test_filters_select_the_right_rows(df, expr, expected):
     assert apply_filter(df, expr)["experiment_name"].tolist() == expected
 
 
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("test_accuracy == None", ["prompt_tuning/d"]),
+        ("None == test_accuracy", ["prompt_tuning/d"]),
+        ("test_accuracy != None", ["lora/a", "lora/b", "ia3/c"]),
+        ("model_id == None", ["ia3/c", "prompt_tuning/d"]),  # None in an object column
+        ("model_id != None and seed == 0", ["lora/a"]),
+        ("model_id in [None, 'tiny/b']", ["lora/b", "ia3/c", "prompt_tuning/d"]),
+        ("model_id not in [None]", ["lora/a", "lora/b"]),
+        ("seed == -0 and test_accuracy != None", ["lora/a", "ia3/c"]),
+    ],
+)
+def test_none_matches_missing_values(df, expr, expected):
+    with_model = df.assign(model_id=["tiny/a", "tiny/b", None, math.nan])
+    assert apply_filter(with_model, expr)["experiment_name"].tolist() == expected
+
+
 def test_a_missing_value_never_passes_a_numeric_filter(df):
     # prompt_tuning/d has no accuracy: it is neither > nor <= any threshold
     assert "prompt_tuning/d" not in apply_filter(df, "test_accuracy > 0")["experiment_name"].tolist()
@@ -84,7 +102,16 @@ def test_a_missing_value_never_passes_a_numeric_filter(df):
         ("nonexistent == 1", 'unknown column "nonexistent"'),
         ("peft_typ == 'LORA'", 'did you mean "peft_type"'),
         ("seed == 1; import os", "not a valid expression"),
-        ("seed is None", "operator Is"),
+        ("seed is None", "'is' is not supported: write x == None or x != None"),
+        # & binds tighter than >=: the parser sees `a >= (0.4 & b) < 0.2`, not a chained comparison
+        ("test_accuracy >= 0.4 & seed < 2", "& and | bind tighter than comparisons"),
+        ("seed == 0 | seed == 1", "write `a >= 0.4 and b < 0.2` or `(a >= 0.4) & (b < 0.2)`"),
+        ("-seed", "a sign (-) applies to number literals only, not to column seed"),
+        ("-seed > 1", "a sign (-) applies to number literals only, not to column seed"),
+        ("seed == -None", "a sign (-) applies to number literals only, not to None"),
+        ("seed == -True", "not to True"),
+        ("seed == +'a'", "a sign (+) applies to number literals only, not to 'a'"),
+        ("test_accuracy < None", "None (a missing value) can only be compared with == or !=, not <"),
         ("seed == b'x'", "not a literal"),
         ("seed == ...", "not a literal"),
         ("seed == 1\x00", "null bytes"),

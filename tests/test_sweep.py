@@ -616,6 +616,51 @@ def test_ray_sweep_on_a_local_instance(tmp_path, model_dir, run_env, capsys):
     assert "all 3 runs are up to date" in capsys.readouterr().out
 
 
+DATA_SOURCES = {
+    "PEFTBENCH_METAMATHQA": "/mirror/metamathqa",
+    "PEFTBENCH_GSM8K": "/mirror/gsm8k",
+    "PEFTBENCH_FORGETTING_TEXTS": "/mirror/forgetting.jsonl",
+    "PEFTBENCH_CACHE": "/mirror/cache",
+    "PEFTBENCH_TASKS": "mytasks.module",
+    "HF_ENDPOINT": "https://hf-mirror.example",
+    "HF_HUB_OFFLINE": "TRUE",  # not the "1" that conftest sets before Ray starts
+}
+
+
+def test_worker_env_takes_every_peftbench_variable_and_the_hub_settings_but_no_secret():
+    from peftbench.sweep.ray_backend import worker_env
+
+    environ = {**DATA_SOURCES, "PEFTBENCH_FUTURE_MIRROR": "/x", "PEFTBENCH_PROGRESS_FILE": "/p"}
+    environ |= {"HF_TOKEN": "hf_secret", "CUDA_VISIBLE_DEVICES": "0", "HOME": "/home/u"}
+    assert worker_env(environ) == {**DATA_SOURCES, "PEFTBENCH_FUTURE_MIRROR": "/x"}
+
+
+@pytest.mark.ray
+def test_ray_workers_see_the_drivers_data_sources(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from peftbench.sweep.ray_backend import RayBackend
+
+    def environ_of_worker() -> dict[str, str]:  # defined here: Ray ships it by value, not by module
+        import os
+
+        return dict(os.environ)
+
+    # set after ray.init, as on a cluster whose nodes were started without them: a worker inherits
+    # nothing from the driver's environment, only what the task's runtime_env carries
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        for key, value in DATA_SOURCES.items():
+            monkeypatch.setenv(key, value)
+        environ = ray.remote(max_calls=1)(environ_of_worker)
+        plain = ray.get(environ.remote())
+        seen = ray.get(environ.options(**RayBackend(address=None).task_options()).remote())
+    finally:
+        ray.shutdown()
+    # the test can tell: without forwarding, none of the values arrive
+    assert all(plain.get(key) != value for key, value in DATA_SOURCES.items())
+    assert {k: seen.get(k) for k in DATA_SOURCES} == DATA_SOURCES
+
+
 def test_the_demos_filter_names_one_committed_experiment_each_with_a_full_result():
     """`make demo` sweeps DEMO_FILTER: each name must still exist, and have the committed full result
     that its quick run is shown beside in the report."""

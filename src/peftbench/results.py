@@ -46,19 +46,36 @@ class TrainStatus(str, Enum):
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
+    """Write JSON atomically (see `atomic_write_text`); NaN and inf are stored as null."""
+    text = json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    atomic_write_text(path, text)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file.
+
+    The file gets the mode a plain open() would give (0666 less the umask, so 0644 under umask 022):
+    mkstemp creates it 0600, but results and reports are meant to be shared and committed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_json_safe(data), f, indent=2, ensure_ascii=False, allow_nan=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    # the only portable way to read the umask is to set it and set it back
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _json_safe(obj: Any) -> Any:
@@ -111,9 +128,105 @@ def validate_result(data: Any) -> str:
     return ""
 
 
+# Numeric train_info fields that analysis reads (older reference files spell memory "cuda_memory_*").
+NUMERIC_TRAIN_INFO = (
+    "accelerator_memory_reserved_avg",
+    "accelerator_memory_max",
+    "accelerator_memory_reserved_99th",
+    "cuda_memory_reserved_avg",
+    "cuda_memory_max",
+    "cuda_memory_reserved_99th",
+    "memory_allocated_avg",
+    "train_time",
+    "file_size",
+    "num_trainable_params",
+    "num_total_params",
+)
+# Tolerance between "test accuracy" and the share of 1s in test_correct (float rounding only).
+_ACCURACY_TOLERANCE = 1e-9
+
+
+def check_fields(data: dict[str, Any]) -> tuple[str, list[str]]:
+    """Check the fields that analysis reads, for a record that passed `validate_result`.
+
+    Returns (problem, flagged). problem is '' or the first field whose type makes the record unusable: a
+    string, a boolean or a list where a number belongs would otherwise load as a silent NaN, and per-item
+    data (test_correct) that disagrees with "test accuracy" would make two commands show two accuracies.
+    flagged names the numbers that are NaN or infinite (the reference's image-gen files hold a NaN
+    "drift"): usable records whose value shows as empty. null means "not measured" and is accepted.
+    """
+    run_info, train_info = data["run_info"], data["train_info"]
+    checks = [
+        ("run_info.seed", run_info.get("seed"), _is_int),
+        ("run_info.total_time", run_info.get("total_time"), _is_number),
+        ("train_info.test_items_hash", train_info.get("test_items_hash"), _is_text),
+        *((f"train_info.{k}", train_info.get(k), _is_number) for k in NUMERIC_TRAIN_INFO),
+    ]
+    train_config = run_info.get("train_config")
+    if isinstance(train_config, dict):
+        checks.append(("run_info.train_config.seed", train_config.get("seed"), _is_int))
+    final = test_metrics(data)
+    checks += ((f'final metric "{k}"', v, _is_number) for k, v in final.items())
+    flagged = []
+    for where, value, ok in checks:
+        if value is None or ok(value):
+            continue
+        if ok is _is_number and _is_number(value, finite=False):
+            flagged.append(f"{where} is {value}")
+        else:
+            return f"{where} is {value!r} ({type(value).__name__}); {ok.__doc__}", flagged
+    return _test_correct_problem(train_info.get("test_correct"), final.get("test accuracy")), flagged
+
+
+def _test_correct_problem(correct: Any, accuracy: Any) -> str:
+    if correct is None:
+        return ""
+    if not isinstance(correct, str) or correct.strip("01"):
+        shown = correct if not isinstance(correct, str) else next(c for c in correct if c not in "01")
+        return f"train_info.test_correct must be a string of 0 and 1, found {shown!r}"
+    if not correct:
+        return ""
+    from_items = correct.count("1") / len(correct)
+    if not _is_number(accuracy) or abs(accuracy - from_items) > _ACCURACY_TOLERANCE:
+        return (
+            f'final metric "test accuracy" is {accuracy!r} but train_info.test_correct gives '
+            f"{correct.count('1')}/{len(correct)} = {from_items:.6g}"
+        )
+    return ""
+
+
+def _is_number(value: Any, *, finite: bool = True) -> bool:
+    """expected a number or null"""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return is_number and (math.isfinite(value) or not finite)
+
+
+def _is_int(value: Any) -> bool:
+    """expected a whole number or null"""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_text(value: Any) -> bool:
+    """expected a non-empty string or null"""
+    return isinstance(value, str) and bool(value)
+
+
 def final_metrics(data: dict[str, Any]) -> dict[str, Any]:
     """The final metrics dict (the one holding "test accuracy"), or {} for a run that did not finish."""
     for entry in reversed(data["train_info"].get("metrics") or []):
         if isinstance(entry, dict) and "test accuracy" in entry:
             return entry
+    return {}
+
+
+def test_metrics(data: dict[str, Any]) -> dict[str, Any]:
+    """The final metrics dict, else a last entry holding any "test ..." key (tasks whose test metric is
+    not an accuracy, like the reference's image-gen); {} for a run that did not finish."""
+    final = final_metrics(data)
+    if final:
+        return final
+    entries = data["train_info"].get("metrics") or []
+    last = entries[-1] if entries else None
+    if isinstance(last, dict) and any(str(k).startswith("test ") for k in last):
+        return last
     return {}

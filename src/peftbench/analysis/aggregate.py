@@ -22,7 +22,7 @@ import pandas as pd
 
 from peftbench.analysis.variant import FULL, labelled, run_variant
 from peftbench.errors import BadInput, did_you_mean
-from peftbench.results import final_metrics, load_result
+from peftbench.results import check_fields, load_result, test_metrics
 from peftbench.tasks.base import COMMON_METRICS, Metric
 
 RESULT_FOLDERS = ("results", "temporary_results", "cancelled_results")
@@ -121,6 +121,8 @@ class Loaded:
     table: pd.DataFrame
     curves: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    # loaded, but a number is NaN or infinite (file: field): shown as empty, never silently
+    not_finite: list[str] = field(default_factory=list)
     n_files: int = 0
     n_not_success: int = 0
     n_superseded: int = 0
@@ -148,7 +150,9 @@ class Loaded:
         if self.n_superseded:
             notes.append(f"{self.n_superseded} superseded by a later run of the same experiment and seed")
         if self.warnings:
-            notes.append(f"{len(self.warnings)} unreadable")
+            notes.append(f"{len(self.warnings)} unreadable or with a wrongly typed field")
+        if self.not_finite:
+            notes.append(f"{len(self.not_finite)} NaN or infinite values shown as empty")
         return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -224,19 +228,6 @@ def _object(section: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def _final(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The final metrics dict: the one with "test accuracy", else a last entry holding any "test ..." key
-    (tasks whose test metric is not an accuracy, like the reference's image-gen)."""
-    final = final_metrics(data)
-    if final:
-        return final
-    entries = data["train_info"].get("metrics") or []
-    last = entries[-1] if entries else None
-    if isinstance(last, dict) and any(str(k).startswith("test ") for k in last):
-        return last
-    return {}
-
-
 def record_to_row(data: Mapping[str, Any], *, file: Path, task: str) -> dict[str, Any]:
     """One row of the results table from one result record (ours or the reference's)."""
     run_info, train_info, meta_info = data["run_info"], data["train_info"], data["meta_info"]
@@ -246,7 +237,7 @@ def record_to_row(data: Mapping[str, Any], *, file: Path, task: str) -> dict[str
     experiment = run_info["experiment_name"]
     method, _, name = experiment.partition("/")
     variant = run_variant(run_info)
-    final = _final(data)
+    final = test_metrics(data)
     test_correct = train_info.get("test_correct")
     peft_type = peft_config.get("peft_type")
     seed = run_info.get("seed", train_config.get("seed"))
@@ -355,6 +346,7 @@ def load_results(paths: Iterable[str | Path], *, include_temporary: bool = False
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
     warnings: list[str] = []
+    notes: list[str] = []
     n_files = n_not_success = 0
     for folder in resolve_results_dirs(paths, include_temporary=include_temporary):
         for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -367,6 +359,11 @@ def load_results(paths: Iterable[str | Path], *, include_temporary: bool = False
             if data["train_info"].get("status") != "success":
                 n_not_success += 1
                 continue
+            problem, flagged = check_fields(data)
+            if problem:
+                warnings.append(f"skipped {file}: {problem}")
+                continue
+            notes.extend(f"{file}: {flag} (shown as empty)" for flag in flagged)
             try:
                 rows.append(record_to_row(data, file=file, task=task_of(data, file)))
             except (AttributeError, TypeError, ValueError) as exc:
@@ -384,6 +381,7 @@ def load_results(paths: Iterable[str | Path], *, include_temporary: bool = False
         table=table,
         curves=curve_table,
         warnings=warnings,
+        not_finite=notes,
         n_files=n_files,
         n_not_success=n_not_success,
         n_superseded=n_superseded,

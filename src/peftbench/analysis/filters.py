@@ -2,9 +2,11 @@
 
 User text is parsed with Python's `ast` module and walked against a whitelist: comparisons
 (==, !=, <, <=, >, >=, in, not in) between column names and literals, combined with and, or,
-not, & and |. Everything else (attribute access, calls, subscripts, comprehensions, lambdas,
-dunder names, ...) is refused with a message before anything is evaluated. Nothing is passed to
-`eval` or `DataFrame.query`, which can run code.
+not, & and |. `None` stands for a missing value: `x == None` keeps the rows where x is missing
+(None or NaN), `x != None` the others, and `None` in an `in` list matches them too. Everything
+else (attribute access, calls, subscripts, comprehensions, lambdas, dunder names, ...) is
+refused with a message before anything is evaluated. Nothing is passed to `eval` or
+`DataFrame.query`, which can run code.
 """
 
 from __future__ import annotations
@@ -94,11 +96,23 @@ def _check(node: ast.AST, *, expr: str, columns: set[str], depth: int) -> None:
         _check(node.operand, expr=expr, columns=columns, depth=depth + 1)
     elif isinstance(node, ast.Compare):
         _check_compare(node, expr=expr, columns=columns)
+    elif isinstance(node, ast.UnaryOp):
+        raise _refuse(_describe(node), expr)  # the sign's own message says what is allowed
     else:
         raise _refuse(f"{_describe(node)} is not allowed here", expr)
 
 
 def _check_compare(node: ast.Compare, *, expr: str, columns: set[str]) -> None:
+    # `a >= 0.4 & b < 0.2` parses as `a >= (0.4 & b) < 0.2`: & and | bind tighter than comparisons
+    if any(
+        isinstance(side, ast.BinOp) and isinstance(side.op, ast.BitAnd | ast.BitOr)
+        for side in [node.left, *node.comparators]
+    ):
+        raise _refuse(
+            "& and | bind tighter than comparisons, so they cannot join unbracketed comparisons: "
+            "write `a >= 0.4 and b < 0.2` or `(a >= 0.4) & (b < 0.2)`",
+            expr,
+        )
     if len(node.ops) != 1:
         raise _refuse("chained comparisons (a < x < b) are not supported: write a < x and x < b", expr)
     op = node.ops[0]
@@ -110,6 +124,8 @@ def _check_compare(node: ast.Compare, *, expr: str, columns: set[str]) -> None:
         for element in right.elts:
             _literal(element, expr=expr)
         return
+    if isinstance(op, ast.Is | ast.IsNot):
+        raise _refuse("'is' is not supported: write x == None or x != None for a missing value", expr)
     if type(op) not in _COMPARE:
         raise _refuse(f"operator {type(op).__name__} is not allowed", expr)
     for side in (left, right):
@@ -119,6 +135,10 @@ def _check_compare(node: ast.Compare, *, expr: str, columns: set[str]) -> None:
             _literal(side, expr=expr)
     if not any(isinstance(side, ast.Name) for side in (left, right)):
         raise _refuse("a comparison needs a column name on at least one side", expr)
+    if (_is_none(left) or _is_none(right)) and not isinstance(op, ast.Eq | ast.NotEq):
+        raise _refuse(
+            f"None (a missing value) can only be compared with == or !=, not {_OP_TEXT[type(op)]}", expr
+        )
 
 
 def _check_name(node: ast.AST, *, expr: str, columns: set[str], role: str) -> None:
@@ -135,14 +155,11 @@ def _literal(node: ast.AST, *, expr: str) -> Any:
     """The value of a literal: a constant, or a negated number (`-1.5` is UnaryOp(USub, 1.5) in the AST)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, _LITERAL_TYPES):
         return node.value
-    if (
-        isinstance(node, ast.UnaryOp)
-        and isinstance(node.op, ast.USub | ast.UAdd)
-        and isinstance(node.operand, ast.Constant)
-        and isinstance(node.operand.value, int | float)
-        and not isinstance(node.operand.value, bool)
-    ):
-        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        operand = node.operand
+        if not (isinstance(operand, ast.Constant) and type(operand.value) in (int, float)):
+            raise _refuse(_describe(node), expr)
+        return -operand.value if isinstance(node.op, ast.USub) else operand.value
     raise _refuse(f"{_describe(node)} is not a literal (numbers, strings, True, False, None)", expr)
 
 
@@ -168,7 +185,21 @@ def _describe(node: ast.AST) -> str:
     }
     if isinstance(node, ast.BinOp):
         return f"arithmetic ({type(node.op).__name__})"
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        sign = "-" if isinstance(node.op, ast.USub) else "+"
+        operand = node.operand
+        if isinstance(operand, ast.Name):
+            what = f"column {operand.id}"
+        else:
+            what = repr(operand.value) if isinstance(operand, ast.Constant) else _describe(operand)
+        return (
+            f"a sign ({sign}) applies to number literals only, not to {what} (write seed < -1, not -seed > 1)"
+        )
     return names.get(type(node), type(node).__name__)
+
+
+def _is_none(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
 
 
 def filter_mask(df: pd.DataFrame, expr: str) -> pd.Series:
@@ -206,8 +237,13 @@ def _evaluate(node: ast.AST, df: pd.DataFrame) -> pd.Series:
     op, left, right = node.ops[0], node.left, node.comparators[0]
     if isinstance(op, ast.In | ast.NotIn):
         values = [_literal(e, expr="") for e in right.elts]
-        inside = df[left.id].isin(values)
+        inside = df[left.id].isin([v for v in values if v is not None])
+        if None in values:
+            inside |= df[left.id].isna()
         return inside if isinstance(op, ast.In) else ~inside
+    if _is_none(left) or _is_none(right):
+        column = df[(right if _is_none(left) else left).id]
+        return column.isna() if isinstance(op, ast.Eq) else column.notna()
     lhs = df[left.id] if isinstance(left, ast.Name) else _literal(left, expr="")
     rhs = df[right.id] if isinstance(right, ast.Name) else _literal(right, expr="")
     result = _COMPARE[type(op)](lhs, rhs)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from peftbench.analysis.views import (
     results_table,
 )
 from peftbench.dashboard.plots import curves_figure, pareto_figure
+from peftbench.results import atomic_write_text
 from peftbench.tasks.base import Metric
 
 # Wide tables scroll inside their box, never the page; cells do not wrap, so a row stays one line.
@@ -138,17 +137,5 @@ def build_report(loaded: Loaded, *, title: str = "peftbench report") -> str:
 def write_report(loaded: Loaded, path: Path, *, title: str = "peftbench report") -> Path:
     """Write the report atomically; returns the absolute path."""
     text = build_report(loaded, title=title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp makes the file private; a report is meant to be shared
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path.resolve()

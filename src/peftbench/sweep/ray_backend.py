@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,31 @@ from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
 from peftbench.sweep.view import progress_path_for
 
-# environment that decides how a worker finds tasks and data; forwarded to the workers of a Ray
-# instance this sweep starts or joins
-FORWARDED_ENV = ("PEFTBENCH_TASKS", "PYTHONPATH", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+# Environment that decides how a worker finds tasks, data, models and caches. Every PEFTBENCH_*
+# variable (data mirrors such as PEFTBENCH_METAMATHQA, PEFTBENCH_CACHE, PEFTBENCH_TASKS, ...) goes with
+# each task, plus these. Not forwarded: credentials (HF_TOKEN: runtime_env is visible in Ray's
+# dashboard; log in on each node instead), CUDA_VISIBLE_DEVICES (Ray assigns GPUs), and the
+# per-run progress file (set by the task itself).
+FORWARDED_PREFIX = "PEFTBENCH_"
+FORWARDED_ENV = (
+    "PYTHONPATH",
+    "XDG_CACHE_HOME",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_DATASETS_CACHE",
+    "HF_ENDPOINT",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+)
+
+
+def worker_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The driver's variables that a Ray worker needs, for the task's runtime_env."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if (key.startswith(FORWARDED_PREFIX) and key != PROGRESS_FILE_ENV) or key in FORWARDED_ENV
+    }
 
 
 def run_remote(
@@ -103,8 +126,7 @@ class RayBackend:
         self.max_parallel = jobs or 10_000
         self._owns = not ray.is_initialized()
         if self._owns:
-            env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-            options: dict[str, Any] = {"log_to_driver": False, "runtime_env": {"env_vars": env}}
+            options: dict[str, Any] = {"log_to_driver": False}
             if address is None:
                 options["include_dashboard"] = False
             ray.init(address=address, **options)
@@ -139,6 +161,15 @@ class RayBackend:
             f"{self.cpus} CPU(s) and {self.gpus:g} GPU(s) per run"
         )
 
+    def task_options(self) -> dict[str, Any]:
+        """Ray options of one run. The environment goes with each task, not with ray.init: a Ray
+        instance that the caller started or a cluster's workers would not see it otherwise."""
+        return {
+            "num_cpus": self.cpus,
+            "num_gpus": self.gpus,
+            "runtime_env": {"env_vars": worker_env()},
+        }
+
     def execute(self, run: Run, *, quick: bool, log_path: Path) -> RunReport:
         ray = self._ray
         exp = run.experiment
@@ -146,7 +177,7 @@ class RayBackend:
         with self._lock:
             if self._stopping:
                 return RunReport(run, "not started")
-            ref = self._remote.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
+            ref = self._remote.options(**self.task_options()).remote(
                 experiment_path=str(exp.path),
                 task_dir=str(exp.task_dir),
                 seed=run.seed,
