@@ -179,7 +179,8 @@ def test_a_signal_at_any_phase_leaves_one_cancelled_record_naming_it(
     assert data["run_info"]["experiment_name"] == "lora/toy-rank4"
     assert data["run_info"]["train_config"]["max_steps"] == 4
     assert json.loads(out.splitlines()[-1])["error"] == data["run_info"]["error_msg"]
-    assert others(task_dir) == []
+    assert cancelled(task_dir) == [path] and others(task_dir) == []  # exactly one record
+    assert "Exception ignored" not in log and "Traceback" not in log
     if phase == "writing":  # everything was measured: the record keeps it
         assert data["train_info"]["metrics"][-1]["test accuracy"] is not None
     if phase in ("imports", "data loading", "model loading"):  # nothing measured yet

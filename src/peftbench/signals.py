@@ -45,7 +45,8 @@ class Cancellation:
 
     def __exit__(self, *exc: object) -> None:
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            # None: a handler installed from C, which Python cannot reinstall; the default is closest
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
 
     def watch(self, progress: _Progress) -> None:
         """From now on a signal raises Interrupted at once, naming the progress's phase."""
