@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -387,14 +386,6 @@ def test_ctrl_c_lands_in_cancelled_results(task_dir, monkeypatch):
     assert data["run_info"]["error_msg"] == "manually canceled"
     assert len(data["train_info"]["metrics"]) == 0
     assert result_files(task_dir, "results") == [] and result_files(task_dir, "temporary_results") == []
-
-
-def test_sigterm_is_handled_like_ctrl_c():
-    from peftbench.run import _sigterm_as_interrupt
-
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), _sigterm_as_interrupt():
-        os.kill(os.getpid(), signal.SIGTERM)
-        signal.sigtimedwait([], 0.5) if hasattr(signal, "sigtimedwait") else None
 
 
 def test_non_finite_loss_stops_at_once(task_dir, monkeypatch):

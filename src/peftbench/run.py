@@ -7,13 +7,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from peftbench.experiment import (
 )
 from peftbench.progress import RunProgress
 from peftbench.results import SCHEMA_VERSION, atomic_write_json
+from peftbench.signals import Cancellation
 from peftbench.tasks import get_task
 
 
@@ -39,30 +39,11 @@ class RunOutcome:
     record: dict[str, Any]
     path: Path  # where the record belongs (written there unless write=False)
     checkpoint_dir: Path | None
+    signum: int | None = None  # the signal that cancelled the run, if one did
 
     @property
     def status(self) -> str:
         return self.record["train_info"]["status"]
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the run ends as canceled and its result is still written."""
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise _Terminated("terminated by SIGTERM")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. inside a Ray worker thread): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def seed_everything(seed: int) -> None:
@@ -82,11 +63,39 @@ def execute(
     verbose: bool = False,
     save_adapter: Path | None = None,
     write: bool = True,
+    cancellation: Cancellation | None = None,
 ) -> RunOutcome:
     """Run one experiment. Bad input raises BadInput before anything is trained or written.
 
     The adapter (the whole model for full fine-tuning) is saved in `save_adapter` when given;
-    otherwise nothing but the result file is left behind."""
+    otherwise nothing but the result file is left behind. SIGINT and SIGTERM cancel the run at any
+    phase (see peftbench.signals): its record, naming the signal and the phase, goes to
+    cancelled_results/. `cancellation` is the caller's when it caught signals since its own start-up.
+    """
+    with nullcontext(cancellation) if cancellation is not None else Cancellation() as cancel:
+        return _execute(
+            experiment,
+            seed=seed,
+            quick=quick,
+            overrides=overrides,
+            verbose=verbose,
+            save_adapter=save_adapter,
+            write=write,
+            cancel=cancel,
+        )
+
+
+def _execute(
+    experiment: Experiment,
+    *,
+    seed: int | None,
+    quick: bool,
+    overrides: dict[str, Any] | None,
+    verbose: bool,
+    save_adapter: Path | None,
+    write: bool,
+    cancel: Cancellation,
+) -> RunOutcome:
     from peftbench import modeling  # torch-heavy: imported when a run starts, not with this module
 
     overrides = dict(overrides or {})
@@ -102,40 +111,121 @@ def execute(
     git = provenance.git_state(experiment.task_dir)
     cli_overrides = {k: v for k, v in overrides.items() if k != "seed"}
     is_main_run = git["branch"] == "main" and git["dirty"] is False and not quick and not cli_overrides
+    record = partial(
+        _record,
+        experiment=experiment,
+        config=config,
+        peft_config=peft_config,
+        task=task,
+        git=git,
+        quick=quick,
+        cli_overrides=cli_overrides,
+        tic=time.perf_counter(),
+        created_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
+    )
 
-    tic = time.perf_counter()
-    created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     progress = RunProgress()
-    with progress.phase(f"loading the {task.name} data") as note:
-        data = task.load_data(task_dir=experiment.task_dir, seed=0)
-        note.text = f"{len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test examples"
-    with progress.phase(f"loading the base model {config.model_id}") as note:
-        model, tokenizer, device, model_path = _load_base_model(experiment, config)
-        note.text = f"on {device}"
-    _warn_if_slow_on_cpu(model, tokenizer, data, config=config, device=device)
-    from peftbench.train import forgetting_loss, train
+    try:
+        cancel.watch(progress)
+        with progress.phase(f"loading the {task.name} data") as note:
+            data = task.load_data(task_dir=experiment.task_dir, seed=0)
+            note.text = f"{len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test examples"
+        with progress.phase(f"loading the base model {config.model_id}") as note:
+            model, tokenizer, device, model_path = _load_base_model(experiment, config)
+            note.text = f"on {device}"
+        _warn_if_slow_on_cpu(model, tokenizer, data, config=config, device=device)
+        from peftbench.train import forgetting_loss
 
-    # on the base model before PEFT wraps it: some initialisations (PiSSA, OLoRA) rewrite the base
-    # weights, and then switching the adapter off does not give the base model back
-    with progress.phase(f"forgetting baseline ({len(data.forgetting_texts)} texts)") as note:
-        forgetting_before = forgetting_loss(
-            model, tokenizer, data.forgetting_texts, config=config, device=device
-        )
-        note.text = f"loss {forgetting_before:.4f}"
-    model = _adapt(model, tokenizer, config, peft_config)
-
-    with _sigterm_as_interrupt():
-        outcome = train(
-            model=model,
-            tokenizer=tokenizer,
+        # on the base model before PEFT wraps it: some initialisations (PiSSA, OLoRA) rewrite the base
+        # weights, and then switching the adapter off does not give the base model back
+        with progress.phase(f"forgetting baseline ({len(data.forgetting_texts)} texts)") as note:
+            forgetting_before = forgetting_loss(
+                model, tokenizer, data.forgetting_texts, config=config, device=device
+            )
+            note.text = f"loss {forgetting_before:.4f}"
+        model = _adapt(model, tokenizer, config, peft_config)
+        cancel.check()  # a signal swallowed on the way (e.g. inside a destructor) still cancels
+        outcome = _train(
+            model,
+            tokenizer,
             task=task,
             data=data,
             config=config,
             device=device,
             verbose=verbose,
-            forgetting_loss_before=forgetting_before,
+            forgetting_before=forgetting_before,
             progress=progress,
         )
+    except KeyboardInterrupt:
+        # no model trained: the record holds what is known, with no metrics
+        from peftbench.train import TrainOutcome
+
+        cancel.defer("writing the result")
+        error = cancel.message or f"canceled during {progress.state['phase']}"
+        outcome = TrainOutcome(status="canceled", error_msg=error)
+        return _file(
+            record(outcome=outcome),
+            experiment,
+            config,
+            kind="cancelled_results",
+            write=write,
+            signum=cancel.signum,
+        )
+    cancel.defer("writing the result")
+    if cancel.signum is not None:
+        outcome.status, outcome.error_msg = "canceled", cancel.message
+    # an adapter nobody asked for is not saved (only to measure it) for a run that ends canceled
+    measure = save_adapter is not None or outcome.status == "success"
+    file_size, checkpoint_dir = (
+        _checkpoint_size(model, peft_config, save_dir=save_adapter) if measure else (0, None)
+    )
+    # hashing a large model's weights takes long: a run cancelled by a signal is written without it
+    fingerprint = None if cancel.signum is not None else modeling.weights_fingerprint(model_path)
+    done = record(
+        outcome=outcome,
+        file_size=file_size,
+        device=device,
+        data=data,
+        model_info=provenance.model_info(model_path, fingerprint),
+    )
+    if cancel.signum is not None:  # came while the record was built: it is filed as cancelled
+        done["train_info"]["status"], done["run_info"]["error_msg"] = "canceled", cancel.message
+    kind = (
+        "cancelled_results"
+        if done["train_info"]["status"] != "success"
+        else ("results" if is_main_run else "temporary_results")
+    )
+    return _file(
+        done, experiment, config, kind=kind, write=write, signum=cancel.signum, checkpoint_dir=checkpoint_dir
+    )
+
+
+def _train(
+    model: Any,
+    tokenizer: Any,
+    *,
+    task: Any,
+    data: Any,
+    config: TrainConfig,
+    device: str,
+    verbose: bool,
+    forgetting_before: float,
+    progress: RunProgress,
+) -> Any:
+    """`train.train`, then a warning when the base model's forgetting loss is off the task's band."""
+    from peftbench.train import train
+
+    outcome = train(
+        model=model,
+        tokenizer=tokenizer,
+        task=task,
+        data=data,
+        config=config,
+        device=device,
+        verbose=verbose,
+        forgetting_loss_before=forgetting_before,
+        progress=progress,
+    )
     lo, hi = task.forgetting_loss_band
     if outcome.forgetting_loss_before is not None and not lo < outcome.forgetting_loss_before < hi:
         print(
@@ -143,10 +233,48 @@ def execute(
             f"outside the task's sanity band ({lo}, {hi}): wrong model or data?",
             file=sys.stderr,
         )
+    return outcome
 
-    file_size, checkpoint_dir = _checkpoint_size(model, peft_config, save_dir=save_adapter)
+
+def _file(
+    record: dict[str, Any],
+    experiment: Experiment,
+    config: TrainConfig,
+    *,
+    kind: str,
+    write: bool,
+    signum: int | None,
+    checkpoint_dir: Path | None = None,
+) -> RunOutcome:
+    """Where the record belongs (results: one per seed; the others: one per run), written there if asked."""
+    # microseconds: two runs of one experiment in the same second must not overwrite each other
+    stamp = "" if kind == "results" else dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%f")
+    path = experiment.result_path(kind=kind, seed=config.seed, timestamp=stamp)
+    if write:
+        atomic_write_json(path, record)
+    return RunOutcome(record=record, path=path, checkpoint_dir=checkpoint_dir, signum=signum)
+
+
+def _record(
+    *,
+    experiment: Experiment,
+    config: TrainConfig,
+    peft_config: Any,
+    task: Any,
+    git: dict[str, Any],
+    quick: bool,
+    cli_overrides: dict[str, Any],
+    tic: float,
+    created_at: dt.datetime,
+    outcome: Any,
+    file_size: int = 0,
+    device: str | None = None,
+    data: Any = None,
+    model_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The result record; a run cancelled before training has no device, data or model: those stay empty."""
     reserved = outcome.memory_reserved or [0]
-    record = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "run_info": {
             "created_at": created_at.isoformat(),
@@ -180,27 +308,16 @@ def execute(
             "memory_kind": "accelerator" if device in ("cuda", "xpu") else "process_rss",
             "memory_allocated_avg": float(np.mean(outcome.memory_allocated or [0])),
             "test_correct": "".join("1" if c else "0" for c in outcome.test_correct),
-            "test_items_hash": data.test_items_hash,
+            "test_items_hash": data.test_items_hash if data is not None else None,
         },
         "meta_info": {
-            "model_info": provenance.model_info(model_path, modeling.weights_fingerprint(model_path)),
-            "dataset_info": {**data.info, "fingerprint": data.fingerprint},
+            "model_info": model_info or {},
+            "dataset_info": {**data.info, "fingerprint": data.fingerprint} if data is not None else {},
             "package_info": provenance.package_info(),
-            "system_info": provenance.system_info(device),
+            "system_info": provenance.system_info(device or "cpu"),
             "pytorch_info": provenance.pytorch_info(),
         },
     }
-    # microseconds: two runs of one experiment in the same second must not overwrite each other
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%f")
-    if outcome.status != "success":
-        path = experiment.result_path(kind="cancelled_results", seed=config.seed, timestamp=stamp)
-    elif is_main_run:
-        path = experiment.result_path(kind="results", seed=config.seed)
-    else:
-        path = experiment.result_path(kind="temporary_results", seed=config.seed, timestamp=stamp)
-    if write:
-        atomic_write_json(path, record)
-    return RunOutcome(record=record, path=path, checkpoint_dir=checkpoint_dir)
 
 
 def _build_model(experiment: Experiment, config: TrainConfig, peft_config: Any) -> tuple[Any, Any, str, str]:

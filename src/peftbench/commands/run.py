@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from peftbench.commands.config import add_set_option
+from peftbench.signals import Cancellation
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +46,12 @@ def check_save_dir(folder: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # caught from here on, before the heavy imports: a signal at any later time leaves a record
+    with Cancellation() as cancel:
+        return _run(args, cancel)
+
+
+def _run(args: argparse.Namespace, cancel: Cancellation) -> int:
     from peftbench.config import parse_overrides
     from peftbench.experiment import resolve_experiment
 
@@ -65,6 +72,7 @@ def main(args: argparse.Namespace) -> int:
         overrides=overrides,
         verbose=args.verbose,
         save_adapter=args.save_adapter,
+        cancellation=cancel,
     )
     final = outcome.record["train_info"]["metrics"][-1:] or [{}]
     summary = {
@@ -83,4 +91,6 @@ def main(args: argparse.Namespace) -> int:
     if outcome.checkpoint_dir is not None:
         what = "model" if experiment.is_full_finetuning else "adapter"
         print(f"{what} saved in {outcome.checkpoint_dir}", file=sys.stderr)
+    if outcome.signum is not None:
+        return cancel.exit_code  # 130 for SIGINT, 143 for SIGTERM, as a shell reports a killed process
     return 0 if outcome.status == "success" else 1

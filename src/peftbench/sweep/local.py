@@ -8,6 +8,7 @@ and, with --gpus-per-run, its own GPUs through CUDA_VISIBLE_DEVICES.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import queue
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from peftbench.sweep.driver import RunReport
 from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
 from peftbench.sweep.view import progress_path_for
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 # after a Ctrl-C, how long a run may take to write its cancelled result before it is killed
 CANCEL_GRACE_S = 60.0
@@ -106,6 +110,7 @@ class LocalBackend:
                             env=env,
                             text=True,
                             start_new_session=True,
+                            preexec_fn=_die_with_parent_fn(),
                         )
                     except OSError as exc:  # e.g. out of process slots: this run fails, the sweep goes on
                         return RunReport(run, "crashed", log=log_path, message=f"cannot start: {exc}")
@@ -129,7 +134,7 @@ class LocalBackend:
             report.test_accuracy = summary.get("test accuracy")
         if rc == 0:
             report.status, report.message = "success", ""
-        elif rc == 1 and summary:
+        elif rc in (1, 130, 143) and summary:  # 130, 143: cancelled by SIGINT, SIGTERM; record written
             report.status = "canceled" if self._stopping else "failed"
             report.message = summary.get("error", "")
         elif rc == 2:
@@ -157,6 +162,29 @@ class LocalBackend:
 
     def close(self) -> None:
         pass
+
+
+def _die_with_parent_fn() -> Callable[[], None] | None:
+    """On Linux, a function for Popen's preexec_fn that has the child sent SIGTERM when the sweep dies.
+
+    In its own session a run outlives a sweep killed by SIGKILL (of the sweep or of its process group),
+    finishes, writes a result, and a rerun runs it again. PR_SET_PDEATHSIG ends it with the sweep
+    however the sweep dies; SIGTERM rather than SIGKILL, so that the run still files its record as
+    cancelled. The signal follows the death of the thread that started the child: here the sweep's
+    worker thread, which waits for the child, so the two end together. libc is loaded here, in the
+    parent: the child between fork and exec should do as little as possible (no dlopen).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the sweep died before prctl took effect
+            os._exit(1)
+
+    return die_with_parent
 
 
 def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
