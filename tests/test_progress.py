@@ -71,7 +71,7 @@ def test_a_run_off_a_terminal_says_each_phase_and_each_evaluation(task_dir, caps
         "wall time",
         "result",
     }
-    assert 0 < summary["train+test time"] <= summary["wall time"]
+    assert 0 <= summary["train+test time"] <= summary["wall time"]  # rounded to 0.1 s: 0.0 on the toy task
     # peft's use of a deprecated transformers property is not the user's business
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     # the progress file ends at the last phase
