@@ -106,7 +106,9 @@ def _load_model_config(model_path: str) -> Any:
     try:
         return AutoConfig.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
-        raise BadInput(f'model_id "{model_path}": cannot load its config ({str(exc).splitlines()[0]})') from None
+        raise BadInput(
+            f'model_id "{model_path}": cannot load its config ({str(exc).splitlines()[0]})'
+        ) from None
 
 
 def _shape(model_config: Any, *, name: str) -> ModelShape:
@@ -145,7 +147,9 @@ def _check_token_indices(raw: dict[str, Any], *, model: ModelShape, where: str) 
     for key in TOKEN_INDEX_KEYS:
         value = raw.get(key)
         groups = value.values() if isinstance(value, dict) else [value] if value else []
-        beyond = sorted({i for group in groups for i in group if isinstance(i, int) and i >= model.vocab_size})
+        beyond = sorted(
+            {i for group in groups for i in group if isinstance(i, int) and i >= model.vocab_size}
+        )
         if model.vocab_size and beyond:
             raise BadInput(
                 f'{where} "{key}" has token index {", ".join(map(str, beyond))}, but the model '
@@ -163,7 +167,7 @@ def _meta_model(model_config: Any) -> Any:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return AutoModelForCausalLM.from_config(model_config)
-    except Exception:  # noqa: BLE001 - any failure here only means "check later, on the real model"
+    except Exception:  # any failure here only means "check later, on the real model"
         return None
 
 
