@@ -190,8 +190,8 @@ def _check_targets(raw: dict[str, Any], *, meta_model: Any, model: ModelShape, w
     if not missing:
         return []
     line = (
-        f'{where} "target_modules" names {", ".join(sorted(missing))}, which the model {model.name} does '
-        f"not have (its linear layers: {', '.join(leaves)})"
+        f'{where} does not fit the model {model.name}: "target_modules" names {", ".join(sorted(missing))}, '
+        f"which it does not have (its linear layers: {', '.join(leaves)})"
     )
     if len(missing) == len(targets):
         raise BadInput(line)
@@ -236,11 +236,11 @@ def _check_meta_wrap(peft_config: Any, *, meta_model: Any, model: ModelShape, wh
         if "meta" in message.lower() or not message:
             return
         raise BadInput(f"{where} does not fit the model {model.name}: {message.splitlines()[0]}") from None
-    refuse_zero_trainable(wrapped, where=f"{where[:-1]} (on the model {model.name})")
+    refuse_zero_trainable(wrapped, where=where, model_name=model.name)
 
 
-def refuse_zero_trainable(model: Any, *, where: str) -> None:
+def refuse_zero_trainable(model: Any, *, where: str, model_name: str = "") -> None:
     """A run that would train nothing measures nothing: refuse it rather than report success."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if trainable == 0:
-        raise BadInput(f"{where}: the adapter has 0 trainable parameters; the run would train nothing")
+    if not any(p.requires_grad and p.numel() for p in model.parameters()):
+        on = f" on the model {model_name}" if model_name else ""
+        raise BadInput(f"{where} the adapter has 0 trainable parameters{on}; the run would train nothing")

@@ -145,7 +145,7 @@ def wrap_with_peft(base_model: torch.nn.Module, peft_config: Any, *, autocast_ad
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"adapter_config.json does not fit the model: {first}") from exc
     # the check before the run wraps on the meta device, where some initialisations cannot run
-    refuse_zero_trainable(model, where="adapter_config.json")
+    refuse_zero_trainable(model, where="adapter_config.json:")
     return model
 
 
