@@ -4,7 +4,7 @@ Every `<method>/<name>/adapter_config.json` under FOLDER (with its training_para
 temporary copy of a task folder (tinymath by default) and run there with `peftbench run --quick` and a few
 steps, each in its own process with a timeout. The table says, per config, whether it ran, failed with a
 clean one-line error, or ended in a traceback (or a timeout), and the seconds to the first error line.
-The promise checked: 0 tracebacks, and an error within 15 s.
+The promise checked: 0 tracebacks (and no crash or timeout), and an error within 15 s.
 
     python scripts/run_reference_configs.py ../shared/reference/MetaMathQA/experiments [--limit 5]
 """
@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_FILES = ("default_training_params.json", "quick_training_params.json")
@@ -75,6 +76,8 @@ def run_one(source: Path, *, task_copy: Path, timeout: float) -> dict[str, objec
         outcome = "traceback"
     elif returncode == 0:
         outcome = "ran"
+    elif returncode < 0:
+        outcome = f"killed by signal {-returncode}"
     else:
         outcome = "clean error"
     return {
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="peftbench-reference-") as root:
         task_copy = make_task_copy(args.task_dir, Path(root))
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            rows = list(pool.map(lambda c: run_one(c, task_copy=task_copy, timeout=args.timeout), configs))
+            runs = pool.map(lambda c: run_one(c, task_copy=task_copy, timeout=args.timeout), configs)
+            rows = list(tqdm(runs, total=len(configs), desc="configs", unit="config"))
     table = pd.DataFrame(rows)
     with pd.option_context("display.max_colwidth", 160, "display.width", 250):
         print(table.to_string(index=False))

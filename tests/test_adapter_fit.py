@@ -142,3 +142,39 @@ def test_the_check_runs_before_data_loading(task_dir, monkeypatch, capsys):
     assert len(err.splitlines()) == 1
     assert f"{experiment / 'adapter_config.json'}: " in err and '"num_layers" is 28' in err
     assert "num_hidden_layers 2" in err
+
+
+def _load_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "run_reference_configs.py"
+    spec = importlib.util.spec_from_file_location("run_reference_configs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reference_script_reports_a_clean_error_and_a_timeout(tmp_path, capsys):
+    script = _load_script()
+    folder = tmp_path / "experiments"
+    bad = folder / "prompt_tuning" / "llama-3.2-3B-default"
+    bad.mkdir(parents=True)
+    (bad / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "PROMPT_TUNING", **PROMPT, **REFERENCE_SIZES})
+    )
+    (folder / "full-finetuning" / "no-adapter").mkdir(parents=True)  # not an adapter config: skipped
+    assert script.main([str(folder), "--save", str(tmp_path / "table.csv")]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.splitlines()[-1])["clean error"] == 1
+    import pandas as pd
+
+    row = pd.read_csv(tmp_path / "table.csv").iloc[0]
+    assert row["outcome"] == "clean error" and row["exit"] == 2 and row["first error s"] > 0
+    assert '"token_dim" is 3072' in row["error"] and "adapter_config.json" in row["error"]
+
+    row = script.run_one(
+        bad,
+        task_copy=script.make_task_copy(script.REPO / "benchmarks" / "tinymath", tmp_path / "t"),
+        timeout=0.2,
+    )
+    assert row["outcome"] == "timeout"
