@@ -144,7 +144,8 @@ def wrap_with_peft(base_model: torch.nn.Module, peft_config: Any, *, autocast_ad
     except (ValueError, TypeError, KeyError, NotImplementedError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"adapter_config.json does not fit the model: {first}") from exc
-    # the check before the run wraps on the meta device, where some initialisations cannot run
+    # again on the real model: the early check wraps on the meta device, where initialisations that
+    # need real weights (SVD and the like) cannot run and that check is skipped
     refuse_zero_trainable(model, where="adapter_config.json:")
     return model
 
