@@ -131,6 +131,8 @@ def wrap_with_peft(base_model: torch.nn.Module, peft_config: Any, *, autocast_ad
     """get_peft_model, turning a config that does not fit the model into one clear BadInput line."""
     from peft import get_peft_model
 
+    from peftbench.adapter_fit import refuse_zero_trainable
+
     try:
         with warnings.catch_warnings():
             # peft (0.21) reads transformers' deprecated `is_gradient_checkpointing` when it wraps a
@@ -138,10 +140,14 @@ def wrap_with_peft(base_model: torch.nn.Module, peft_config: Any, *, autocast_ad
             warnings.filterwarnings(
                 "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
             )
-            return get_peft_model(base_model, peft_config, autocast_adapter_dtype=autocast_adapter_dtype)
+            model = get_peft_model(base_model, peft_config, autocast_adapter_dtype=autocast_adapter_dtype)
     except (ValueError, TypeError, KeyError, NotImplementedError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"adapter_config.json does not fit the model: {first}") from exc
+    # again on the real model: the early check wraps on the meta device, where initialisations that
+    # need real weights (SVD and the like) cannot run and that check is skipped
+    refuse_zero_trainable(model, where="adapter_config.json:")
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -107,6 +107,16 @@ def _execute(
         print(f"warning: {warning}", file=sys.stderr)
     if config.init_kv_cache_prefix and peft_config is None:
         raise BadInput('"init_kv_cache_prefix" applies to prefix tuning only, not to full fine-tuning')
+    if peft_config is not None:  # before the data, the weights and the forgetting baseline load
+        from peftbench.adapter_fit import check_adapter_fit
+
+        model_path = modeling.resolve_model_id(config.model_id, experiment.task_dir)
+        check_adapter_fit(
+            peft_config,
+            model_path=model_path,
+            config_file=experiment.adapter_config_path,
+            model_id=config.model_id,
+        )
     task = get_task(experiment.task_name)
     git = provenance.git_state(experiment.task_dir)
     cli_overrides = {k: v for k, v in overrides.items() if k != "seed"}
