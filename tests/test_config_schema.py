@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def task_dir(tmp_path, monkeypatch) -> Path:
-    """A toy task whose data and model loaders fail the test when called."""
+def task_dir(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """A toy task whose data and model loaders fail the test when called (the model's config.json is
+    there: the adapter is fitted to it before anything loads)."""
     register_toy_task(monkeypatch)
 
     def must_not_load(*args, **kwargs):
@@ -36,7 +37,7 @@ def task_dir(tmp_path, monkeypatch) -> Path:
 
     monkeypatch.setattr(ToyTask, "load_data", must_not_load)
     monkeypatch.setattr(run, "_load_base_model", must_not_load)
-    return make_task_dir(tmp_path, model_dir=tmp_path / "no-model")
+    return make_task_dir(tmp_path, model_dir=tiny_model_dir)
 
 
 def run_with(task_dir: Path, params: dict, capsys) -> list[str]:
