@@ -385,7 +385,7 @@ def _warn_if_slow_on_cpu(model: Any, tokenizer: Any, data: Any, *, config: Train
     eval_tokens = len(data.valid) * evaluations * (mean_tokens(data.valid, with_response=False) + generated)
     eval_tokens += len(data.test) * (mean_tokens(data.test, with_response=False) + generated)
     warning = modeling.slow_cpu_warning(
-        num_params=sum(p.numel() for p in model.parameters()),
+        num_params=modeling.count_parameters(model)[1],
         train_tokens=train_tokens,
         eval_tokens=eval_tokens,
         steps=config.max_steps,
