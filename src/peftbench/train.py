@@ -10,7 +10,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,16 @@ WARMUP_RATIO = 0.1
 
 class RunCanceled(Exception):
     """Training stopped early: Ctrl-C, SIGTERM, out of memory, or a non-finite loss."""
+
+
+class EarlyStop(Exception):
+    """Raised by an `on_validation` callback to end training there (a pruned tuning trial).
+
+    `train` lets it through to its caller, unlike every other exception during training, with the
+    outcome so far as its `outcome` attribute.
+    """
+
+    outcome: TrainOutcome | None = None
 
 
 @dataclass
@@ -187,8 +197,14 @@ def train(
     verbose: bool = False,
     forgetting_loss_before: float | None = None,
     progress: RunProgress | None = None,
+    on_validation: Callable[[dict[str, Any]], None] | None = None,
+    final_test: bool = True,
 ) -> TrainOutcome:
     """Train for config.max_steps, validate every eval_steps, then test and measure forgetting.
+
+    `on_validation` gets each validation entry; it may raise EarlyStop to end the run there.
+    `final_test=False` (a tuning trial) never tokenises nor evaluates the test split and skips
+    forgetting: selection uses the validation split only.
 
     Never raises for problems during training: they end as status "canceled" with the message and
     the metrics gathered so far, so that the caller can still write a result. `progress` shows each
@@ -215,7 +231,9 @@ def train(
             tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
         )
         valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
-        test_prompts = tokenize_prompts(tokenizer, data.test, template=config.query_template)
+        test_prompts = (
+            tokenize_prompts(tokenizer, data.test, template=config.query_template) if final_test else []
+        )
     batches = step_batches(
         train_seqs,
         batch_size=config.batch_size,
@@ -224,7 +242,7 @@ def train(
         shuffle=task.shuffle_train,
     )
 
-    if forgetting_loss_before is None:
+    if forgetting_loss_before is None and final_test:
         # with the adapter switched off: the base model, unless the adapter's initialisation rewrote the
         # base weights (PiSSA, OLoRA move principal components into the adapter); the runner therefore
         # measures the baseline before wrapping and passes it in
@@ -316,8 +334,13 @@ def train(
                 progress.evaluated(entry, max_steps=config.max_steps, eval_every=config.eval_steps)
                 if verbose:
                     print(json.dumps(entry), file=sys.stderr, flush=True)
+                if on_validation is not None:
+                    on_validation(entry)
             if step % EMPTY_CACHE_EVERY == 0:
                 meter.empty_cache()
+        if not final_test:
+            out.status = "success"
+            return _finish(out, tic_train=tic_train, eval_time=eval_time, meter=meter)
 
         with progress.phase(f"test generation ({len(test_prompts)} prompts)") as note:
             correct, gen = evaluate_accuracy(
@@ -348,6 +371,9 @@ def train(
             }
         )
         out.status = "success"
+    except EarlyStop as stop:
+        stop.outcome = _finish(out, tic_train=tic_train, eval_time=eval_time, meter=meter)
+        raise
     except KeyboardInterrupt:
         out.status, out.error_msg = "canceled", "manually canceled"
     except RunCanceled as exc:
@@ -356,6 +382,10 @@ def train(
         out.status, out.error_msg = "canceled", f"out of memory: {exc}"
     except Exception as exc:  # any error during training still yields a result with what was measured
         out.status, out.error_msg = "canceled", f"{type(exc).__name__}: {exc}"
+    return _finish(out, tic_train=tic_train, eval_time=eval_time, meter=meter)
+
+
+def _finish(out: TrainOutcome, *, tic_train: float, eval_time: float, meter: MemoryMeter) -> TrainOutcome:
     out.train_time = time.perf_counter() - tic_train - eval_time
     out.memory_peak = meter.peak()
     return out
