@@ -8,8 +8,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-# result folders may change during a sweep without making the code "dirty"
-_RESULT_PARTS = ("results", "temporary_results", "cancelled_results")
+# result folders (and tuning's studies and trial records) may change during a sweep or a search
+# without making the code "dirty"
+_RESULT_PARTS = ("results", "temporary_results", "cancelled_results", "tuning")
 
 
 def _git(args: list[str], cwd: Path) -> str | None:

@@ -1,0 +1,216 @@
+"""peftbench tune: equal budgets, validation only, resumable, trials kept apart from results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from peftbench import tuning
+from peftbench.cli import main as cli_main
+from peftbench.experiment import resolve_experiment
+
+LORA = "experiments/lora/toy-rank4"
+
+
+def _tune(task_dir: Path, *args: str) -> int:
+    return cli_main(["tune", str(task_dir / LORA), *args])
+
+
+def test_search_writes_trials_study_and_tuned_experiment(task_dir, capsys):
+    assert _tune(task_dir, "--trials", "3") == 0
+    exp = resolve_experiment(task_dir / LORA)
+    records = tuning.read_trials(exp)
+    assert [r["trial"] for r in records] == [0, 1, 2]
+    # trial 0 is the experiment as it stands; every trial stays inside two decades around its lr
+    assert records[0]["params"] == {"optimizer_kwargs.lr": 1e-2}
+    assert all(1e-3 <= r["params"]["optimizer_kwargs.lr"] <= 1e-1 for r in records)
+    assert all(r["state"] in ("complete", "pruned") and r["curve"] for r in records)
+    assert tuning.study_path(exp).is_file()
+    # nothing goes beside the benchmark's results
+    assert not any((task_dir / kind).exists() for kind in ("results", "temporary_results"))
+    tuned = task_dir / "experiments/lora/toy-rank4-tuned"
+    provenance = json.loads((tuned / "tuning.json").read_text())
+    best = max((r for r in records if r["state"] == "complete"), key=lambda r: (r["value"], -r["trial"]))
+    assert provenance["best_trial"] == best["trial"]
+    assert provenance["budget"]["trials"] == 3
+    assert provenance["steps_spent"] == sum(r["steps"] for r in records)
+    training = json.loads((tuned / "training_params.json").read_text())
+    assert training["optimizer_kwargs"]["lr"] == best["params"]["optimizer_kwargs.lr"]
+    # only the searched key differs from the source experiment
+    source = json.loads((task_dir / LORA / "adapter_config.json").read_text())
+    assert json.loads((tuned / "adapter_config.json").read_text()) == source
+    assert "toy-rank4-tuned" in capsys.readouterr().out
+
+
+def test_test_split_is_never_evaluated(task_dir, monkeypatch):
+    import peftbench.train as train_module
+
+    seen: list[str] = []
+    original = train_module.evaluate_accuracy
+
+    def spy(*args, examples, **kwargs):
+        seen.extend(e.query for e in examples)
+        return original(*args, examples=examples, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_accuracy", spy)
+    tokenized: list[int] = []
+    original_prompts = train_module.tokenize_prompts
+    monkeypatch.setattr(
+        train_module,
+        "tokenize_prompts",
+        lambda tok, examples, **kw: tokenized.append(len(examples)) or original_prompts(tok, examples, **kw),
+    )
+    assert _tune(task_dir, "--trials", "2") == 0
+    from peftbench.tasks import get_task
+
+    data = get_task(task_dir.name).load_data(task_dir=task_dir, seed=0)
+    test_queries = {e.query for e in data.test} - {e.query for e in data.valid}
+    assert seen and test_queries and not test_queries & set(seen)
+    assert 0 not in tokenized or len(data.test) == 0  # the test split is not even tokenised
+
+
+def test_resume_runs_only_what_is_missing(task_dir):
+    assert _tune(task_dir, "--trials", "2") == 0
+    exp = resolve_experiment(task_dir / LORA)
+    first = {r["trial"]: r["created_at"] for r in tuning.read_trials(exp)}
+    assert _tune(task_dir, "--trials", "3") == 0
+    after = {r["trial"]: r["created_at"] for r in tuning.read_trials(exp)}
+    assert sorted(after) == [0, 1, 2]
+    assert all(after[n] == first[n] for n in first)  # finished trials were not rerun
+
+
+def test_dead_running_trial_is_failed_and_rerun_with_its_params(task_dir):
+    import optuna
+
+    exp = resolve_experiment(task_dir / LORA)
+    space = tuning.load_space(exp)
+    budget = tuning.Budget(trials=2, max_steps=4, eval_steps=2)
+    study = tuning.open_study(exp, space=space, budget=budget)
+    ghost = study.ask()  # the default params: as if a worker died (kill -9) inside the trial
+    for param in space:
+        param.suggest(ghost)
+    assert ghost.params == {"optimizer_kwargs.lr": 1e-2}
+    assert tuning.recover_dead_trials(study) == 1
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert _tune(task_dir, "--trials", "2") == 0
+    records = tuning.read_trials(exp)
+    assert records[0]["params"] == {"optimizer_kwargs.lr": 1e-2}
+    assert len(records) == 2
+
+
+def test_kill_9_then_resume(task_dir, tmp_path):
+    """A real kill -9 in the middle of a search: the resumed search never reruns a finished trial."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    code = (
+        "import sys, toyworld, pytest\n"
+        "mp = pytest.MonkeyPatch(); toyworld.register_toy_task(mp)\n"
+        "from peftbench.cli import main\n"
+        f"sys.exit(main(['tune', {str(task_dir / LORA)!r}, '--trials', '40']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    exp = resolve_experiment(task_dir / LORA)
+    deadline = time.monotonic() + 300
+    while len(tuning.read_trials(exp)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {r["trial"]: r["created_at"] for r in tuning.read_trials(exp)}
+    assert len(before) >= 2
+    target = len(before) + 1
+    assert _tune(task_dir, "--trials", str(target)) == 0
+    after = tuning.read_trials(exp)
+    finished = [r for r in after if r["state"] in ("complete", "pruned")]
+    assert len(finished) == target
+    assert all(r["created_at"] == before[r["trial"]] for r in after if r["trial"] in before)
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"no_such_key": {"low": 1, "high": 2}}, 'unknown key "no_such_key"'),
+        ({"adapter.nope": {"low": 1, "high": 2}}, 'has no field "nope"'),
+        ({"batch_size": {"low": 8, "high": 8, "type": "int"}}, "empty range"),
+        ({"optimizer_kwargs.lr": {"low": 0, "high": 1, "log": True}}, "log range needs low > 0"),
+        ({"batch_size": {"low": 2, "high": 8, "step": 2}}, 'unknown field "step"'),
+        ({"adapter.r": {"choices": []}}, "non-empty list"),
+        ({"adapter.r": [4, 8]}, "must be an object"),
+    ],
+)
+def test_bad_search_space_is_one_line_exit_2(task_dir, capsys, space, message):
+    (task_dir / LORA / "search_space.json").write_text(json.dumps(space))
+    assert _tune(task_dir, "--trials", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "search_space.json" in err and len(err.splitlines()) == 1
+    assert not (task_dir / "tuning").exists()
+
+
+def test_trials_below_one_and_foreign_study(task_dir, capsys):
+    assert _tune(task_dir, "--trials", "0") == 2
+    assert "--trials must be at least 1" in capsys.readouterr().err
+    assert not (task_dir / "tuning").exists()
+    # a study file that belongs to another experiment
+    exp = resolve_experiment(task_dir / LORA)
+    other = resolve_experiment(task_dir / "experiments/full-finetuning/toy-default")
+    budget = tuning.Budget(trials=1, max_steps=4, eval_steps=2)
+    tuning.open_study(other, space=tuning.load_space(other), budget=budget)
+    tuning.study_path(other).rename(tuning.study_path(exp))
+    assert _tune(task_dir, "--trials", "1") == 2
+    err = capsys.readouterr().err
+    assert "holds the study of full-finetuning/toy-default" in err
+
+
+def test_changed_space_refuses_the_old_study(task_dir, capsys):
+    assert _tune(task_dir, "--trials", "1") == 0
+    (task_dir / LORA / "search_space.json").write_text(json.dumps({"adapter.r": {"choices": [2, 4]}}))
+    assert _tune(task_dir, "--trials", "2") == 2
+    assert "made with another space" in capsys.readouterr().err
+
+
+def test_adapter_key_search(task_dir):
+    (task_dir / LORA / "search_space.json").write_text(json.dumps({"adapter.r": {"choices": [2, 4]}}))
+    assert _tune(task_dir, "--trials", "2") == 0
+    exp = resolve_experiment(task_dir / LORA)
+    records = tuning.read_trials(exp)
+    assert {r["params"]["adapter.r"] for r in records} <= {2, 4}
+    tuned = json.loads((task_dir / "experiments/lora/toy-rank4-tuned/adapter_config.json").read_text())
+    best = json.loads((task_dir / "experiments/lora/toy-rank4-tuned/tuning.json").read_text())
+    assert tuned["r"] == best["best_params"]["adapter.r"]
+
+
+def test_tuned_experiments_are_not_tuned_again(task_dir, capsys):
+    assert _tune(task_dir, "--trials", "1") == 0
+    assert cli_main(["tune", str(task_dir / "experiments/lora/toy-rank4-tuned")]) == 2
+    assert "a tuned experiment" in capsys.readouterr().err
+    names = [e.experiment_name for e in tuning.select_experiments([str(task_dir)])]
+    assert names == ["full-finetuning/toy-default", "lora/toy-rank4"]
+
+
+def test_pruner_stops_bad_trials_early():
+    """Successive halving on a study with known curves: the worse trial at a checkpoint is pruned."""
+    import optuna
+
+    factor = tuning.REDUCTION_FACTOR
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=2, reduction_factor=tuning.REDUCTION_FACTOR
+        ),
+    )
+    outcomes = []
+    for value in (0.9, 0.8, 0.1, 0.05):
+        trial = study.ask()
+        trial.report(value, 2)
+        outcomes.append(trial.should_prune())
+        study.tell(
+            trial,
+            value if not outcomes[-1] else None,
+            state=optuna.trial.TrialState.PRUNED if outcomes[-1] else None,
+        )
+    assert outcomes[0] is False and outcomes[-1] is True
