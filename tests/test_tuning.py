@@ -192,25 +192,23 @@ def test_tuned_experiments_are_not_tuned_again(task_dir, capsys):
     assert names == ["full-finetuning/toy-default", "lora/toy-rank4"]
 
 
-def test_pruner_stops_bad_trials_early():
-    """Successive halving on a study with known curves: the worse trial at a checkpoint is pruned."""
+def test_study_prunes_a_trial_behind_at_the_first_checkpoint(task_dir):
+    """The study's pruner (successive halving from the first validation checkpoint): a trial whose
+    validation accuracy trails the best third there stops; a new leader goes on."""
     import optuna
 
-    factor = tuning.REDUCTION_FACTOR
-    study = optuna.create_study(
-        direction="maximize",
-        pruner=optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=2, reduction_factor=tuning.REDUCTION_FACTOR
-        ),
-    )
-    outcomes = []
-    for value in (0.9, 0.8, 0.1, 0.05):
+    exp = resolve_experiment(task_dir / LORA)
+    space = tuning.load_space(exp)
+    study = tuning.open_study(exp, space=space, budget=tuning.Budget(trials=4, max_steps=4, eval_steps=2))
+    decisions = []
+    for value in (0.5, 0.9, 0.1, 0.95):
         trial = study.ask()
+        for param in space:
+            param.suggest(trial)
         trial.report(value, 2)
-        outcomes.append(trial.should_prune())
-        study.tell(
-            trial,
-            value if not outcomes[-1] else None,
-            state=optuna.trial.TrialState.PRUNED if outcomes[-1] else None,
-        )
-    assert outcomes[0] is False and outcomes[-1] is True
+        decisions.append(trial.should_prune())
+        state = optuna.trial.TrialState.PRUNED if decisions[-1] else optuna.trial.TrialState.COMPLETE
+        study.tell(trial, None if decisions[-1] else value, state=state)
+    assert decisions == [False, False, True, False]
+    summary = tuning.summarise_study(study)
+    assert summary["pruned"] == 1 and summary["pruned_at"] == {2: 2}
