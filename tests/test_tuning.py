@@ -212,3 +212,14 @@ def test_study_prunes_a_trial_behind_at_the_first_checkpoint(task_dir):
     assert decisions == [False, False, True, False]
     summary = tuning.summarise_study(study)
     assert summary["pruned"] == 1 and summary["pruned_at"] == {2: 2}
+
+
+def test_lint_reports_a_bad_search_space_and_accepts_a_tuned_pair(task_dir):
+    from peftbench.lint import lint
+
+    (task_dir / LORA / "search_space.json").write_text(json.dumps({"adapter.r": {"low": 8, "high": 4}}))
+    findings = [f for f in lint([task_dir]) if f.rule == "search-space"]
+    assert len(findings) == 1 and "empty range" in findings[0].message
+    (task_dir / LORA / "search_space.json").unlink()
+    assert _tune(task_dir, "--trials", "1") == 0  # the default wins: the tuned config equals its source
+    assert not [f for f in lint([task_dir]) if f.rule == "near-duplicate"]

@@ -464,7 +464,32 @@ class _Loaded:
 def _load(exp: Experiment, defaults: dict[str, Any]) -> _Loaded:
     adapter_findings, peft_config = check_adapter_config(exp)
     train_findings, train_config = check_training_params(exp, defaults)
-    return _Loaded(exp, [*adapter_findings, *train_findings], peft_config, train_config)
+    space_findings = check_search_space(exp) if train_config is not None else []
+    return _Loaded(exp, [*adapter_findings, *train_findings, *space_findings], peft_config, train_config)
+
+
+def check_search_space(exp: Experiment) -> list[Finding]:
+    """search_space.json (what `peftbench tune` searches besides the lr) as tune reads it."""
+    from peftbench import tuning
+
+    path = exp.path / tuning.SPACE_FILE
+    if not path.exists():
+        return []
+    try:
+        tuning.load_space(exp)
+    except BadInput as exc:
+        return [Finding(show(path), "error", "search-space", _strip_source(str(exc), path))]
+    return []
+
+
+def _tuned_pair(a: Experiment, b: Experiment) -> bool:
+    """A search's outcome and its source differ only in the searched keys, by design (and are the
+    same config when the source's own values won)."""
+    from peftbench.tuning import PROVENANCE_FILE, TUNED_SUFFIX
+
+    return any(
+        x.name == y.name + TUNED_SUFFIX and (x.path / PROVENANCE_FILE).is_file() for x, y in ((a, b), (b, a))
+    )
 
 
 @dataclass
@@ -541,6 +566,8 @@ def _near_duplicates(item: _Loaded, everything: Iterable[_Loaded]) -> list[Findi
     findings = []
     for other in everything:
         if other.exp == item.exp or other.exp.method != item.exp.method or not other.ok:
+            continue
+        if _tuned_pair(item.exp, other.exp):
             continue
         how = near_duplicate(mine, signature(other.peft_config, other.train_config))
         if how:

@@ -249,6 +249,7 @@ def open_study(exp: Experiment, *, space: list[Param], budget: Budget, storage: 
     """Create or resume the experiment's study; BadInput if the storage holds another search."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_study(exp, space=space, budget=budget, storage=storage)
     storage_obj = storage or _journal(study_path(exp))
     name = exp.experiment_name
