@@ -223,3 +223,37 @@ def test_lint_reports_a_bad_search_space_and_accepts_a_tuned_pair(task_dir):
     (task_dir / LORA / "search_space.json").unlink()
     assert _tune(task_dir, "--trials", "1") == 0  # the default wins: the tuned config equals its source
     assert not [f for f in lint([task_dir]) if f.rule == "near-duplicate"]
+
+
+@pytest.fixture
+def worker_env(monkeypatch) -> None:
+    """Worker processes and Ray tasks cannot see a monkeypatched registry: register the toy task by env."""
+    tests = str(Path(__file__).parent)
+    monkeypatch.setenv("PEFTBENCH_TASKS", "toytask=toyworld:ToyTask")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+
+
+def _two_searches_done(task_dir: Path, capsys) -> None:
+    out = capsys.readouterr().out
+    for name in ("lora/toy-rank4", "full-finetuning/toy-default"):
+        exp = resolve_experiment(task_dir / "experiments" / name)
+        assert len(tuning.read_trials(exp)) == 2
+        assert (exp.path.with_name(exp.name + "-tuned") / "tuning.json").is_file()
+        assert f"tune: {name}: 2 trials" in out
+
+
+def test_two_experiments_in_two_worker_processes(task_dir, worker_env, capsys):
+    assert cli_main(["tune", str(task_dir), "--trials", "2", "--jobs", "2"]) == 0
+    _two_searches_done(task_dir, capsys)
+
+
+@pytest.mark.ray
+def test_ray_backend_on_a_local_instance(task_dir, worker_env, capsys):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert cli_main(["tune", str(task_dir), "--trials", "2", "--backend", "ray"]) == 0
+    finally:
+        ray.shutdown()
+    _two_searches_done(task_dir, capsys)
