@@ -41,11 +41,10 @@ def measure_trials(exp_path: str, *, steps: int, trials: int) -> None:
     print(f"data loaded once per experiment and worker: {data_time:.2f} s")
     print(f"{'trial':>5} {'wall s':>8} {'train s':>8} {'valid s':>8} {'fixed s':>8} {'fixed/wall':>10}")
     for n in range(trials):
-        tic = time.perf_counter()
-        curve: list[dict] = []
-        outcome, _ = tuning._train_trial(ctx, params=params, on_validation=curve.append)
-        wall = time.perf_counter() - tic + (data_time if n == 0 else 0.0)
-        valid = sum(e["eval time"] for e in curve)
+        trial_run = tuning.TrialRun(params=params)
+        outcome = tuning._train_trial(ctx, trial_run, on_validation=lambda entry: None)
+        wall = time.perf_counter() - trial_run.tic + (data_time if n == 0 else 0.0)
+        valid = sum(e["eval time"] for e in outcome.metrics)
         fixed = wall - outcome.train_time - valid
         print(f"{n:>5} {wall:8.2f} {outcome.train_time:8.2f} {valid:8.2f} {fixed:8.2f} {fixed / wall:10.3f}")
     tic = time.perf_counter()
@@ -91,9 +90,13 @@ def _last_temporary_record(exp) -> dict | None:
 
 
 def sum_searches(task_dir: Path) -> None:
+    from peftbench import tuning
+
     rows = []
     for folder in sorted((task_dir / "tuning").glob("*/")):
-        records = [json.loads(p.read_text()) for p in sorted(folder.glob("trial-*.json"))]
+        records = [
+            tuning.trial_summary(json.loads(p.read_text())) for p in sorted(folder.glob("trial-*.json"))
+        ]
         if not records:
             continue
         budget = records[0]["budget"]

@@ -352,98 +352,122 @@ def run_trial(trial: Any, ctx: TrialContext) -> float:
 
     from peftbench.train import EarlyStop
 
-    tic = time.perf_counter()
     params = {p.key: p.suggest(trial) for p in ctx.space}
-    curve: list[dict[str, Any]] = []
+    trial_run = TrialRun(params=params)
 
     def on_validation(entry: dict[str, Any]) -> None:
-        curve.append(entry)
         trial.report(entry["valid accuracy"], entry["step"])
         if trial.should_prune():
             raise EarlyStop(f"pruned at step {entry['step']}")
 
-    record = {"trial": trial.number, "params": params, "curve": curve}
     try:
-        outcome, setup_time = _train_trial(ctx, params=params, on_validation=on_validation)
+        outcome = _train_trial(ctx, trial_run, on_validation=on_validation)
     except EarlyStop as stop:
-        record.update(state="pruned", value=None, error=str(stop))
-        _write_trial(ctx, record, outcome=stop.outcome, setup_time=stop.setup_time, tic=tic)
+        _write_trial(ctx, trial_run, number=trial.number, outcome=stop.outcome, state="pruned", value=None)
         raise optuna.TrialPruned(str(stop)) from None
     if outcome.status != "success":
         if outcome.error_msg == "manually canceled":
             raise KeyboardInterrupt
         if not _diverged(outcome.error_msg):
             raise RuntimeError(outcome.error_msg)
+    curve = outcome.metrics
     value = curve[-1]["valid accuracy"] if curve and outcome.status == "success" else 0.0
-    record.update(state="complete", value=value, error=outcome.error_msg)
-    _write_trial(ctx, record, outcome=outcome, setup_time=setup_time, tic=tic)
+    _write_trial(ctx, trial_run, number=trial.number, outcome=outcome, state="complete", value=value)
     trial.set_user_attr("steps", curve[-1]["step"] if curve else 0)
     return value
+
+
+@dataclass
+class TrialRun:
+    """What a trial's record needs besides train's outcome."""
+
+    params: dict[str, Any]
+    tic: float = dataclasses.field(default_factory=time.perf_counter)
+    created_at: dt.datetime = dataclasses.field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    )
+    config: Any = None
+    peft_config: Any = None
+    device: str | None = None
+    setup_time: float = 0.0
 
 
 def _diverged(error: str) -> bool:
     return error.startswith(("non-finite training loss", "out of memory"))
 
 
-def _train_trial(ctx: TrialContext, *, params: dict[str, Any], on_validation: Any) -> tuple[Any, float]:
-    """(train's outcome, seconds spent before training); EarlyStop carries the set-up time too."""
+def _train_trial(ctx: TrialContext, trial_run: TrialRun, *, on_validation: Any) -> Any:
+    """train's outcome (EarlyStop carries it); `trial_run` gets the config, device and set-up time."""
     from peftbench import run
     from peftbench.progress import RunProgress
-    from peftbench.train import EarlyStop, train
+    from peftbench.train import train
 
-    tic = time.perf_counter()
-    train_params, adapter_params = split_params(params)
+    train_params, adapter_params = split_params(trial_run.params)
     config = load_train_config(ctx.exp, overrides=train_params)
     peft_config = load_peft_config(ctx.exp)
     if adapter_params:
         peft_config = dataclasses.replace(peft_config, **adapter_params)
     model, tokenizer, device, _ = run._load_base_model(ctx.exp, config)
     model = run._adapt(model, tokenizer, config, peft_config)
-    setup_time = time.perf_counter() - tic
+    trial_run.config, trial_run.peft_config, trial_run.device = config, peft_config, device
+    trial_run.setup_time = time.perf_counter() - trial_run.tic
     quiet = RunProgress(stream=io.StringIO(), interactive=False, progress_file="")
-    try:
-        outcome = train(
-            model=model,
-            tokenizer=tokenizer,
-            task=ctx.task,
-            data=ctx.data,
-            config=config,
-            device=device,
-            progress=quiet,
-            on_validation=on_validation,
-            final_test=False,
-        )
-    except EarlyStop as stop:
-        stop.setup_time = setup_time
-        raise
-    return outcome, setup_time
+    return train(
+        model=model,
+        tokenizer=tokenizer,
+        task=ctx.task,
+        data=ctx.data,
+        config=config,
+        device=device,
+        progress=quiet,
+        on_validation=on_validation,
+        final_test=False,
+    )
 
 
 def _write_trial(
-    ctx: TrialContext, record: dict[str, Any], *, outcome: Any, setup_time: float, tic: float
+    ctx: TrialContext, trial_run: TrialRun, *, number: int, outcome: Any, state: str, value: float | None
 ) -> None:
+    """The trial's record: a result record (run_info, train_info with the validation curve,
+    meta_info; no test metrics) plus a `trial` section, in the study's folder of trial records."""
+    from peftbench import run
     from peftbench.results import atomic_write_json
 
-    eval_time = sum(e.get("eval time", 0.0) for e in record["curve"])
-    wall = time.perf_counter() - tic
-    train_time = outcome.train_time if outcome is not None else 0.0
-    full = {
+    record = run._record(
+        experiment=ctx.exp,
+        config=trial_run.config,
+        peft_config=trial_run.peft_config,
+        task=ctx.task,
+        git=ctx.git,
+        quick=False,
+        cli_overrides=split_params(trial_run.params)[0],
+        tic=trial_run.tic,
+        created_at=trial_run.created_at,
+        outcome=outcome,
+        device=trial_run.device,
+        data=ctx.data,
+    )
+    wall = time.perf_counter() - trial_run.tic
+    eval_time = sum(e.get("eval time", 0.0) for e in outcome.metrics)
+    record["trial"] = {
         "schema": TRIAL_SCHEMA,
         "experiment": ctx.exp.experiment_name,
-        **record,
-        "steps": record["curve"][-1]["step"] if record["curve"] else 0,
+        "trial": number,
+        "params": trial_run.params,
+        "state": state,
+        "value": value,
+        "error": outcome.error_msg,
+        "steps": outcome.metrics[-1]["step"] if outcome.metrics else 0,
         "wall_time": wall,
-        "train_time": train_time,
+        "train_time": outcome.train_time,
         "eval_time": eval_time,
-        "setup_time": setup_time,
+        "setup_time": trial_run.setup_time,
         # everything but training and validation: model loading, wrapping, tokenisation, writing
-        "fixed_time": max(0.0, wall - train_time - eval_time),
+        "fixed_time": max(0.0, wall - outcome.train_time - eval_time),
         "budget": ctx.budget.to_dict(),
-        "project_commit": ctx.git["commit"],
-        "project_dirty": ctx.git["dirty"],
-        "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "created_at": trial_run.created_at.isoformat(),
     }
-    atomic_write_json(trials_dir(ctx.exp) / f"trial-{record['trial']:04d}.json", full)
+    atomic_write_json(trials_dir(ctx.exp) / f"trial-{number:04d}.json", record)
 
 
 # ---- one experiment's search, in a worker --------------------------------------------------------
@@ -581,5 +605,9 @@ def _set_nested(params: dict[str, Any], key: str, value: Any, *, defaults: dict[
 
 
 def read_trials(exp: Experiment) -> list[dict[str, Any]]:
-    folder = trials_dir(exp)
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("trial-*.json"))]
+    """Each trial record's `trial` section, with its validation curve as `curve`."""
+    return [trial_summary(json.loads(p.read_text())) for p in sorted(trials_dir(exp).glob("trial-*.json"))]
+
+
+def trial_summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record["trial"], "curve": record["train_info"]["metrics"]}
