@@ -26,6 +26,7 @@ COMMANDS = {
     "table": "table",
     "pareto": "pareto",
     "compare": "compare",
+    "rank": "rank",
     "make-base-model": "make_base_model",
 }
 
@@ -41,6 +42,7 @@ SUMMARIES = {
     "table": "print the results table (csv, markdown, json)",
     "pareto": "print the Pareto frontier of two metrics",
     "compare": "compare two experiments with confidence intervals and paired tests",
+    "rank": "rank experiments with rank intervals, the group tied with the best, seed stability",
     "make-base-model": "rebuild the embedded benchmark's tiny base model and tokenizer",
 }
 
