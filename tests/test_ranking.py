@@ -181,3 +181,72 @@ def test_rank_without_results_is_one_line_and_exit_2(tmp_path, capsys):
     code, out, err = rank_cli(capsys, tmp_path / "results")
     assert code == 2 and out == ""
     assert "no results" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- report and app
+
+
+def test_report_and_app_show_the_ranking(tmp_path):
+    from test_dashboard import make_task
+
+    from peftbench.analysis.aggregate import load_results
+    from peftbench.analysis.ranking import ranking_tables
+    from peftbench.dashboard.report import build_report
+
+    loaded = load_results([make_task(tmp_path)])
+    page = build_report(loaded)
+    section = page[page.index("<h3>Ranking</h3>") :]
+    assert "Ranking on test_accuracy" in section and "95% rank interval" in section
+    # no per-item data in these records: seeds only, with lora/r8's three seeds giving the variance
+    assert "bootstrap over seeds (no per-item data)" in section
+    assert "pooled from 1 experiment with 2+ seeds, 2 df" in section
+    table, notes = ranking_tables(loaded.table[loaded.table["task"] == "tinymath"], "test_accuracy")
+    assert table["experiment"].tolist()[0] == "full-finetuning/all" and len(table) == 6
+    assert notes.startswith("**Ranking on test_accuracy**")
+    table, notes = ranking_tables(loaded.table, None)
+    assert table.empty and "Nothing to rank" in notes
+
+
+@pytest.mark.browser
+def test_app_ranking_section_in_a_browser(tmp_path):
+    import subprocess
+    import sys
+
+    from test_dashboard import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_for_http, make_task
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "peftbench",
+        "app",
+        "--results",
+        str(make_task(tmp_path)),
+        "--port",
+        str(port),
+    ]
+    env = {**__import__("os").environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for_http(url, proc)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url)
+            page.wait_for_selector("#pareto-plot .js-plotly-plot .scatterlayer .point", timeout=60_000)
+            page.locator("#rank-button").click()
+            page.locator("#ranking-notes").get_by_text("Kendall tau between seeds").wait_for(timeout=30_000)
+            text = page.locator("#ranking-table").inner_text()
+            assert "full-finetuning/all" in text and "rank interval" in text
+            assert "Ranking on test_accuracy" in page.locator("#ranking-notes").inner_text()
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -249,3 +249,69 @@ def ranking_notes(ranking: Ranking) -> list[str]:
             f"{ranking.n_stable_experiments} experiments with 2+ seeds ({each})"
         )
     return lines + ranking.notes
+
+
+def ranking_display(ranking: Ranking) -> pd.DataFrame:
+    """The ranking as the command, the report and the app show it: one string column per field."""
+    from peftbench.analysis.variant import labelled
+
+    level = f"{ranking.confidence:.0%}"
+
+    def num(value) -> str:  # accuracies with 3 decimals; large values (bytes, seconds) with 4 digits
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
+
+    def pair(low, high, show=num) -> str:
+        return "" if pd.isna(low) or pd.isna(high) else f"[{show(low)}, {show(high)}]"
+
+    def tied(value) -> str:
+        return "?" if pd.isna(value) else ("yes" if value else "no")
+
+    rows = [
+        {"rank": str(r.rank), "experiment": labelled(r.experiment, ranking.variant), "seeds": str(r.n_seeds),
+         "mean": num(r.mean), f"{level} CI": pair(r.low, r.high),
+         f"{level} rank interval": pair(r.rank_low, r.rank_high, str),
+         "tied with best": tied(r.tied_with_best)}
+        for r in ranking.table.itertuples()
+    ]  # fmt: skip
+    columns = [
+        "rank",
+        "experiment",
+        "seeds",
+        "mean",
+        f"{level} CI",
+        f"{level} rank interval",
+        "tied with best",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def ranking_views(
+    runs: pd.DataFrame, metric: Metric | None, *, n_boot: int = DEFAULT_RANK_BOOTSTRAP, rng_seed: int = 0
+) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    """For the report and the app: per variant of `runs` (one task), a title, the display table and
+    the lines under it; one explanatory title with an empty table when nothing can be ranked."""
+    if metric is None or runs.empty or metric.name not in runs.columns:
+        return [("Nothing to rank: choose a metric with a direction that has values.", pd.DataFrame(), [])]
+    rankings = rank_experiments(runs, metric, n_boot=n_boot, rng_seed=rng_seed)
+    if not rankings:
+        return [(f"Nothing to rank: no run has a value of {metric.name}.", pd.DataFrame(), [])]
+    return [
+        (f"Ranking on {metric.name}" + (f" [{r.variant}]" if r.variant else ""), ranking_display(r),
+         ranking_notes(r))
+        for r in rankings
+    ]  # fmt: skip
+
+
+def ranking_tables(runs: pd.DataFrame, metric_name: str | None) -> tuple[pd.DataFrame, str]:
+    """For the app: the display tables of every variant in one (labelled experiments), and the titles
+    and lines under them as Markdown. `runs`: one task's rows; the metric by name, as chosen."""
+    from peftbench.analysis.aggregate import task_metrics
+
+    metrics = task_metrics(str(runs["task"].iloc[0]))[0] if not runs.empty else ()
+    metric = next((m for m in metrics if m.name == metric_name), None)
+    parts = ranking_views(runs, metric)
+    tables = [table for _, table, _ in parts if not table.empty]
+    notes = "\n".join(
+        f"**{title}**\n\n" + "".join(f"- {line}\n" for line in lines) for title, _, lines in parts
+    )
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), notes

@@ -81,50 +81,24 @@ def ranking_text(task: str, ranking, *, markdown: bool) -> str:
     """The ranking as a text or Markdown table with its header and footer lines."""
     from tabulate import tabulate
 
-    from peftbench.analysis.ranking import ranking_notes
-    from peftbench.analysis.variant import labelled
+    from peftbench.analysis.ranking import ranking_display, ranking_notes
 
     header = f"task {task}: ranking on {ranking.metric.name}" + (
         f" [{ranking.variant}]" if ranking.variant else ""
     )
-    level = f"{ranking.confidence:.0%}"
-    rows = [
-        [r.rank, labelled(r.experiment, ranking.variant), r.n_seeds, f"{r.mean:.3f}",
-         _pair(r.low, r.high, ".3f"), _pair(r.rank_low, r.rank_high, "d"), _tied(r.tied_with_best)]
-        for r in ranking.table.itertuples()
-    ]  # fmt: skip
-    headers = [
-        "rank",
-        "experiment",
-        "seeds",
-        "mean",
-        f"{level} CI",
-        f"{level} rank interval",
-        "tied with best",
-    ]
-    table = tabulate(
-        rows, headers=headers, tablefmt="github" if markdown else "simple", disable_numparse=True
-    )
+    view = ranking_display(ranking)
+    table = tabulate(view.values.tolist(), headers=list(view.columns),
+                     tablefmt="github" if markdown else "simple", disable_numparse=True)  # fmt: skip
     lines = ranking_notes(ranking)
     if markdown:
         return "\n\n".join([f"**{header}**", table, "\n".join(f"- {line}" for line in lines)])
     return "\n".join([header, "", table, "", *lines])
 
 
-def _pair(low, high, fmt: str) -> str:
-    if low is None or high is None or _missing(low) or _missing(high):
-        return ""
-    return f"[{low:{fmt}}, {high:{fmt}}]"
-
-
 def _missing(value) -> bool:
     import pandas as pd
 
     return bool(pd.isna(value))
-
-
-def _tied(value) -> str:
-    return "?" if _missing(value) else ("yes" if value else "no")
 
 
 def _json(task: str, ranking) -> dict:
