@@ -255,8 +255,8 @@ class SeedVariance:
         return math.sqrt(self.variance)
 
     def describe(self) -> str:
-        plural = "s" if self.n_experiments != 1 else ""
-        return f"sd {self.sd:.4f} pooled from {self.n_experiments} experiment{plural} with 2+ seeds, {self.df} df"
+        experiments = f"{self.n_experiments} experiment" + ("s" if self.n_experiments != 1 else "")
+        return f"sd {self.sd:.4f} pooled from {experiments} with 2+ seeds, {self.df} df"
 
 
 def estimate_seed_variance(runs: Mapping[str, Sequence[ItemRun]]) -> SeedVariance | None:
