@@ -102,8 +102,9 @@ def task_section(loaded: Loaded, task: str) -> str:
         parts.append(
             f'<p class="note">{TIED_COLUMN}: not significantly different from the best on '
             f"{html.escape(primary.name)} (5% level, Holm-corrected); ? = cannot tell (one seed and no "
-            "per-item results). yes means not shown worse: an experiment with one seed, tested against a "
-            "best with few seeds, is rarely shown worse (docs/statistics.md).</p>"
+            "per-item results, or no experiment with 2+ seeds to give the seed variance). yes means not "
+            "shown worse, not as good; one-seed experiments are tested with the task's pooled seed variance "
+            "(docs/statistics.md).</p>"
         )
     parts.append(f'<div class="scroll">{_table_html(runs, usable, primary)}</div>')
     parts.append(ranking_section(runs, primary))
