@@ -27,6 +27,7 @@ COMMANDS = {
     "pareto": "pareto",
     "compare": "compare",
     "tune": "tune",
+    "rank": "rank",
     "make-base-model": "make_base_model",
 }
 
@@ -43,6 +44,7 @@ SUMMARIES = {
     "pareto": "print the Pareto frontier of two metrics",
     "compare": "compare two experiments with confidence intervals and paired tests",
     "tune": "search hyperparameters with the same budget for every experiment (validation only)",
+    "rank": "rank experiments with rank intervals, the group tied with the best, seed stability",
     "make-base-model": "rebuild the embedded benchmark's tiny base model and tokenizer",
 }
 

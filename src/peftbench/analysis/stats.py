@@ -234,6 +234,50 @@ def newcombe_paired_interval(table: np.ndarray, confidence: float = 0.95) -> tup
     return max(-1.0, float(diff - dl)), min(1.0, float(diff + du))
 
 
+@dataclass(frozen=True)
+class SeedVariance:
+    """A task's run-to-run variance of test accuracy, pooled over its experiments with 2+ seeds.
+
+    `variance`: the pooled within-experiment variance of a run's accuracy across seeds (sum of
+    (k - 1) s^2 over sum of (k - 1)); `item_variance`: the pooled mean over test items of each
+    item's 0/1 variance across seeds (the part of `variance` that is per-item flips, times the
+    number of items); `df`: the pooled degrees of freedom. It stands in for the seed variation of
+    an experiment with one seed, which cannot show its own (docs/statistics.md, "Seed variance").
+    """
+
+    variance: float
+    item_variance: float
+    df: int
+    n_experiments: int
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.variance)
+
+    def describe(self) -> str:
+        experiments = f"{self.n_experiments} experiment" + ("s" if self.n_experiments != 1 else "")
+        return f"sd {self.sd:.4f} pooled from {experiments} with 2+ seeds, {self.df} df"
+
+
+def estimate_seed_variance(runs: Mapping[str, Sequence[ItemRun]]) -> SeedVariance | None:
+    """The pooled seed variance of the experiments in `runs` (name -> its runs) that have 2+ seeds;
+    None when none has."""
+    total = items = 0.0
+    df = n_experiments = 0
+    for exp_runs in runs.values():
+        if len(exp_runs) < 2:
+            continue
+        mat = np.stack([r.correct for r in exp_runs]).astype(float)
+        k = mat.shape[0]
+        total += (k - 1) * float(mat.mean(1).var(ddof=1))
+        items += (k - 1) * float(mat.var(0, ddof=1).mean())
+        df += k - 1
+        n_experiments += 1
+    if df == 0:
+        return None
+    return SeedVariance(total / df, items / df, df, n_experiments)
+
+
 def _mcnemar_comparison(a: ItemRun, b: ItemRun, confidence: float) -> PairedComparison:
     both = int(np.sum(a.correct & b.correct))
     only_a = int(np.sum(a.correct & ~b.correct))
@@ -253,8 +297,8 @@ def _mcnemar_comparison(a: ItemRun, b: ItemRun, confidence: float) -> PairedComp
         n_items=len(a.correct),
         n_seeds_a=1,
         n_seeds_b=1,
-        method="exact McNemar test, Newcombe hybrid score interval (one seed each: about these two "
-        "trained models, not the methods' variation across seeds)",
+        method="exact McNemar test, Newcombe hybrid score interval: compares these two runs, not the "
+        "two methods (one seed each, and run-to-run variance is not counted)",
         confidence=confidence,
         only_a=only_a,
         only_b=only_b,
@@ -341,6 +385,7 @@ def paired_comparison(
     n_boot: int = DEFAULT_BOOTSTRAP,
     rng_seed: int = 0,
     method: Method = "auto",
+    seed_variance: SeedVariance | None = None,
 ) -> PairedComparison:
     """Compare the test accuracy of experiment A (its runs, one per seed) with experiment B's.
 
@@ -351,6 +396,10 @@ def paired_comparison(
     deterministic paired bootstrap over items and seeds (percentile interval); docs/statistics.md
     shows why it is not the default (miscalibrated with 2-5 seeds). Raises BadInput when the runs
     were not scored on the same test items.
+
+    `seed_variance` (the task's, `estimate_seed_variance`): a side with one seed is given that
+    variation across seeds, so "auto" uses crossed-t even with one seed each, and the comparison is
+    about the methods; without it, one seed each is McNemar's test of the two runs, and says so.
     """
     _check_confidence(confidence)
     if method not in METHODS:
@@ -363,23 +412,26 @@ def paired_comparison(
     _check_pairable(a_runs, b_runs)
     one_seed = len(a_runs) == 1 and len(b_runs) == 1
     if method == "auto":
-        method = "mcnemar" if one_seed else "crossed-t"
+        method = "mcnemar" if one_seed and seed_variance is None else "crossed-t"
     if method == "mcnemar" and not one_seed:
         raise BadInput(
             f"McNemar's test needs one run per experiment, got {len(a_runs)} and {len(b_runs)} seeds; "
             "use crossed-t or bootstrap"
         )
-    if method == "crossed-t" and one_seed:
-        raise BadInput("crossed-t needs two or more seeds of at least one experiment; use mcnemar")
+    if method == "crossed-t" and one_seed and seed_variance is None:
+        raise BadInput(
+            "crossed-t needs two or more seeds of at least one experiment, or the task's seed variance; "
+            "use mcnemar"
+        )
     if method == "mcnemar":
         return _mcnemar_comparison(a_runs[0], b_runs[0], confidence)
     if method == "crossed-t":
-        return _crossed_t_comparison(a_runs, b_runs, confidence)
+        return _crossed_t_comparison(a_runs, b_runs, confidence, seed_variance)
     return _bootstrap_comparison(a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed)
 
 
 def _crossed_t_comparison(
-    a_runs: Sequence[ItemRun], b_runs: Sequence[ItemRun], confidence: float
+    a_runs: Sequence[ItemRun], b_runs: Sequence[ItemRun], confidence: float, pooled: SeedVariance | None
 ) -> PairedComparison:
     """Difference of mean accuracies with a t interval for the crossed items x seeds design.
 
@@ -389,27 +441,30 @@ def _crossed_t_comparison(
     (2) the variance over items of the per-item difference (mean over seeds), over the number of
     items, less its part that is seed-level noise already counted in (1) (the mean per-item
     variance across seeds). The degrees of freedom come from Welch-Satterthwaite. With one seed on
-    a side, that side is assumed to vary across seeds as much as the other side (pooled).
+    a side, that side is assumed to vary across seeds as the task's experiments do (`pooled`, the
+    task's seed variance) or, without it, as much as the other side.
     Simulated calibration: docs/statistics.md.
     """
     a = np.stack([r.correct for r in a_runs]).astype(float)
     b = np.stack([r.correct for r in b_runs]).astype(float)
     k_a, k_b, n = a.shape[0], b.shape[0], a.shape[1]
     diff = float(a.mean() - b.mean())
+    note = borrowed = ""
     if k_a > 1 and k_b > 1:
         terms = [(a.mean(1).var(ddof=1) / k_a, k_a - 1), (b.mean(1).var(ddof=1) / k_b, k_b - 1)]
-        within = a.var(0, ddof=1) / k_a + b.var(0, ddof=1) / k_b
-        note = ""
+        within = float((a.var(0, ddof=1) / k_a + b.var(0, ddof=1) / k_b).mean())
+    elif pooled is not None:
+        terms, within, note = _pooled_seed_terms(a, b, pooled)
     else:
         many = a if k_a > 1 else b
         # one variance estimate serves both sides, so it is one term with its own degrees of freedom
         terms = [(many.mean(1).var(ddof=1) * (1 / k_a + 1 / k_b), many.shape[0] - 1)]
-        within = many.var(0, ddof=1) * (1 / k_a + 1 / k_b)
+        within = float(many.var(0, ddof=1).mean() * (1 / k_a + 1 / k_b))
         side = "A" if k_a == 1 else "B"
-        note = f"; {side} has one seed: its variation across seeds is assumed equal to the other's"
+        note = borrowed = f"; {side} has one seed: its variation across seeds is assumed equal to the other's"
     if n > 1:
         per_item = a.mean(0) - b.mean(0)
-        terms.append((max(0.0, (per_item.var(ddof=1) - within.mean()) / n), n - 1))
+        terms.append((max(0.0, (per_item.var(ddof=1) - within) / n), n - 1))
     variance = float(sum(t for t, _ in terms))
     if variance <= 0.0:
         # Every seed and item agree: no estimated noise at all (e.g. identical or constant runs).
@@ -417,11 +472,15 @@ def _crossed_t_comparison(
         p_value = 1.0 if diff == 0 else 0.0
     else:
         df = variance**2 / sum(t**2 / d for t, d in terms if t > 0)
-        if note:
+        if borrowed:
             # One variance estimate from few seeds stands for both sides; when it comes out small by
             # chance, Welch-Satterthwaite would take the items' many degrees of freedom and claim too
             # much (type-I error 0.10 at 5% with 2 v 1 seeds, docs/statistics.md). Use the seeds' df.
             df = terms[0][1]
+        elif note:
+            # the pooled seed variance knows no more than its own df: Satterthwaite alone gave 0.061
+            # type-I error with 1 v 3 seeds in the simulation of docs/statistics.md, this 0.052
+            df = min(df, pooled.df)
         se = math.sqrt(variance)
         half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
         low, high = diff - half, diff + half
@@ -439,6 +498,27 @@ def _crossed_t_comparison(
         method="t-test over items x seeds (variance components, Welch-Satterthwaite df)" + note,
         confidence=confidence,
     )
+
+
+def _pooled_seed_terms(
+    a: np.ndarray, b: np.ndarray, pooled: SeedVariance
+) -> tuple[list[tuple[float, int]], float, str]:
+    """`_crossed_t_comparison`'s seed terms when a side has one seed: that side's seed variance is the
+    task's pooled one (one term for both sides when both have one seed: it is one estimate)."""
+    terms: list[tuple[float, int]] = []
+    within = pooled_weight = 0.0
+    for mat in (a, b):
+        k = mat.shape[0]
+        if k > 1:
+            terms.append((mat.mean(1).var(ddof=1) / k, k - 1))
+            within += float(mat.var(0, ddof=1).mean()) / k
+        else:
+            pooled_weight += 1.0
+    terms.append((pooled.variance * pooled_weight, pooled.df))
+    within += pooled.item_variance * pooled_weight
+    sides = " and ".join(side for side, mat in (("A", a), ("B", b)) if mat.shape[0] == 1)
+    note = f"; one seed ({sides}): the task's seed variance stands in for its own ({pooled.describe()})"
+    return terms, within, note
 
 
 def compare_to_baseline(
@@ -615,6 +695,10 @@ def best_comparisons(
     peftbench.analysis.variant) never meet: each variant has its own best and its own Holm family,
     so a 150-step quick run is neither the best of nor tested against the full runs.
 
+    Seed noise is always counted: for test accuracy, an experiment with one seed is given the seed
+    variance pooled over the variant's experiments with 2+ seeds (`estimate_seed_variance`), and when
+    there is none, one seed against one seed cannot be told (<NA>), never a McNemar test of two runs.
+
     Returns one row per experiment (index: experiment name): variant, mean, n_seeds, is_best,
     p_value, p_holm, tied_with_best (True: not significantly different from the best of its variant
     at `alpha`; False: significantly worse; <NA>: cannot tell, e.g. one seed and no per-item data)
@@ -658,6 +742,7 @@ def _best_within(
         return pd.DataFrame()
     best = means.idxmax() if higher_is_better else means.idxmin()
     groups = {name: group for name, group in data.groupby(experiment_col, sort=True)}
+    pooled = _task_seed_variance(groups) if metric == ACCURACY_COLUMN else None
     rows = {}
     for name, mean in means.items():
         group = groups[name]
@@ -666,7 +751,9 @@ def _best_within(
             row.update(p_value=np.nan, test="best")
         else:
             row.update(
-                _test_against_best(group, groups[best], metric=metric, n_boot=n_boot, rng_seed=rng_seed)
+                _test_against_best(
+                    group, groups[best], metric=metric, n_boot=n_boot, rng_seed=rng_seed, pooled=pooled
+                )
             )
         rows[name] = row
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis(experiment_col)
@@ -716,8 +803,31 @@ def item_runs(group: pd.DataFrame) -> list[ItemRun]:
     return out
 
 
+def _task_seed_variance(groups: Mapping[str, pd.DataFrame]) -> SeedVariance | None:
+    """The seed variance of test accuracy pooled over the experiments with 2+ seeds and per-item data."""
+    runs = {}
+    for name, group in groups.items():
+        try:
+            runs[name] = item_runs(group)
+        except BadInput:
+            continue  # no per-item data (reference files): not part of the estimate
+    return estimate_seed_variance(runs)
+
+
+ONE_SEED_UNKNOWN = (
+    "cannot tell: one seed each, and no experiment with 2+ seeds gives the task's seed variance "
+    "(McNemar would compare two runs, not two methods)"
+)
+
+
 def _test_against_best(
-    group: pd.DataFrame, best: pd.DataFrame, *, metric: str, n_boot: int, rng_seed: int
+    group: pd.DataFrame,
+    best: pd.DataFrame,
+    *,
+    metric: str,
+    n_boot: int,
+    rng_seed: int,
+    pooled: SeedVariance | None = None,
 ) -> dict:
     if metric == ACCURACY_COLUMN:
         try:
@@ -725,8 +835,10 @@ def _test_against_best(
         except BadInput:
             pass  # no per-item data: fall back to the seeds
         else:
+            if len(mine) == 1 and len(theirs) == 1 and pooled is None:
+                return {"p_value": np.nan, "test": ONE_SEED_UNKNOWN}
             try:
-                res = paired_comparison(mine, theirs, n_boot=n_boot, rng_seed=rng_seed)
+                res = paired_comparison(mine, theirs, n_boot=n_boot, rng_seed=rng_seed, seed_variance=pooled)
             except BadInput as exc:
                 return {"p_value": np.nan, "test": f"not paired: {exc}"}
             return {"p_value": res.p_value, "test": res.method}

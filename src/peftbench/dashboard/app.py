@@ -305,6 +305,7 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
             )
 
         view_inputs = [task_dd, model_dd, filter_tb, x_dd, y_dd]
+        ranking_section(view_of, view_inputs)
         view_outputs = [table_df, status_md, plot, summary_tb, curves_dd, curves_plot, run_a, run_b]
         task_dd.change(on_task, [task_dd], [model_dd, x_dd, y_dd, note_md]).then(
             refresh, view_inputs, view_outputs
@@ -319,6 +320,33 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
         reload_btn.click(on_reload, None, [loaded_md, task_dd]).then(refresh, view_inputs, view_outputs)
         demo.load(refresh, view_inputs, view_outputs)
     return demo
+
+
+RANKING_HELP = (
+    "## Ranking\nThe experiments of the filtered runs ranked on the y metric: mean over seeds with its 95% "
+    "interval, rank (1 = best) and 95% rank interval (bootstrap over test items and seeds; one-seed "
+    "experiments get the task's pooled seed variance), the group not significantly different from the best "
+    '(Holm), and the Kendall tau between seeds. See docs/statistics.md, "Rankings".'
+)
+
+
+def ranking_section(view_of: Callable[..., View], view_inputs: list) -> None:
+    """The ranking section of the page: computed on request (its bootstrap takes a second or two)."""
+    import gradio as gr
+
+    gr.Markdown(RANKING_HELP)
+    button = gr.Button("Rank experiments on the y metric", scale=0, elem_id="rank-button")
+    table = gr.Dataframe(
+        label="Ranking", interactive=False, wrap=False, max_height=500, elem_id="ranking-table"
+    )
+    notes = gr.Markdown(elem_id="ranking-notes")
+
+    def on_rank(task, model, filter_text, x, y):
+        from peftbench.analysis.ranking import ranking_tables
+
+        return ranking_tables(view_of(task, model, filter_text, x, y).runs, y)
+
+    button.click(on_rank, view_inputs, [table, notes])
 
 
 def _curves(loaded: Loaded, task: str | None, experiments: list[str]):

@@ -19,6 +19,7 @@ from peftbench.analysis.aggregate import (
     tasks_in,
 )
 from peftbench.analysis.pareto import pareto_mask
+from peftbench.analysis.ranking import ranking_views
 from peftbench.analysis.views import (
     TIED_COLUMN,
     axes_note,
@@ -101,15 +102,30 @@ def task_section(loaded: Loaded, task: str) -> str:
         parts.append(
             f'<p class="note">{TIED_COLUMN}: not significantly different from the best on '
             f"{html.escape(primary.name)} (5% level, Holm-corrected); ? = cannot tell (one seed and no "
-            "per-item results). yes means not shown worse: an experiment with one seed, tested against a "
-            "best with few seeds, is rarely shown worse (docs/statistics.md).</p>"
+            "per-item results, or no experiment with 2+ seeds to give the seed variance). yes means not "
+            "shown worse, not as good; one-seed experiments are tested with the task's pooled seed variance "
+            "(docs/statistics.md).</p>"
         )
     parts.append(f'<div class="scroll">{_table_html(runs, usable, primary)}</div>')
+    parts.append(ranking_section(runs, primary))
     curves = loaded.curves[loaded.curves["task"] == task] if not loaded.curves.empty else loaded.curves
     if frontier and not curves.empty:
         parts.append("<h3>Training curves (experiments on the frontier)</h3>")
         fig = curves_figure(curves, frontier)
         parts.append(pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"curves-{task}"))
+    return "\n".join(parts)
+
+
+def ranking_section(runs: pd.DataFrame, metric: Metric | None) -> str:
+    """HTML of the ranking on `metric`: ranks with intervals, the Holm group, seed stability
+    (peftbench.analysis.ranking; the same as `peftbench rank`)."""
+    parts = ["<h3>Ranking</h3>"]
+    for title, table, notes in ranking_views(runs, metric):
+        parts.append(f'<p class="note">{html.escape(title)}</p>')
+        if not table.empty:
+            body = table.to_html(index=False, classes="results", border=0, escape=True)
+            parts.append(f'<div class="scroll">{body}</div>')
+        parts.extend(f'<p class="note">{html.escape(line)}</p>' for line in notes)
     return "\n".join(parts)
 
 
