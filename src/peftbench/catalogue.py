@@ -37,10 +37,7 @@ from typing import Any
 
 from peftbench.config import read_json_object
 from peftbench.errors import BadInput, did_you_mean
-
-ADAPTER_CONFIG = "adapter_config.json"
-TRAINING_PARAMS = "training_params.json"
-DEFAULT_PARAMS = "default_training_params.json"
+from peftbench.files import ADAPTER_CONFIG, DEFAULT_PARAMS, EXPERIMENTS, TRAINING_PARAMS, atomic_write_text
 
 REFERENCE_DEFAULT_LR = 1e-4  # the reference's MetaMathQA default_training_params.json
 LR_CAP = 0.05  # scaled learning rates stop here (see Scale.lr)
@@ -438,10 +435,7 @@ def write_catalogue(
         if text is None:
             path.unlink(missing_ok=True)
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return changed
 
 
@@ -529,7 +523,7 @@ def main(argv: list[str] | None = None, *, print_fn: Callable[..., None] = print
             tuned_lrs=tuned,
             default_optimizer_kwargs=defaults.get("optimizer_kwargs", {}),
         )
-        experiments_dir = task_dir / "experiments"
+        experiments_dir = task_dir / EXPERIMENTS
         changed = write_catalogue(entries, scale, experiments_dir=experiments_dir, check=args.check)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
