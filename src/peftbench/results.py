@@ -1,4 +1,4 @@
-"""The result record: one JSON file per run, its schema version, atomic writes and loading.
+"""The result record: one JSON file per run, its schema version, writing (peftbench.files) and loading.
 
 The file keeps the reference suite's three sections and keys (huggingface/peft
 `method_comparison`), so that its files and ours are interchangeable:

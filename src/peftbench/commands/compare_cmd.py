@@ -94,14 +94,7 @@ def _allow_intermixed(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from peftbench.analysis.comparisons import (
-        check_metric,
-        compare_all,
-        compare_all_metric,
-        compare_two,
-        compare_two_metric,
-        select_task,
-    )
+    from peftbench.analysis import comparisons
     from peftbench.analysis.stats import DEFAULT_BOOTSTRAP
     from peftbench.commands._results import load_reporting_warnings
     from peftbench.errors import BadInput
@@ -119,26 +112,26 @@ def main(args: argparse.Namespace) -> int:
     else:
         paths, experiments = args.args, None
     loaded = load_reporting_warnings(paths, include_temporary=args.include_temporary)
-    table: pd.DataFrame = select_task(loaded.table, task=args.task, paths=paths)
+    table: pd.DataFrame = comparisons.select_task(loaded.table, task=args.task, paths=paths)
     options = {
         "n_boot": n_boot,
         "rng_seed": args.rng_seed,
         "method": args.method,
     }
-    check_metric(table, args.metric)
+    comparisons.check_metric(table, args.metric)
     if args.metric != ACCURACY:
         if args.method != "auto":
             raise BadInput(f"--method applies to test_accuracy only; {args.metric} uses Welch's t-test")
         options = {}
     if experiments is not None:
-        compare = compare_two if args.metric == ACCURACY else compare_two_metric
+        compare = comparisons.compare_two if args.metric == ACCURACY else comparisons.compare_two_metric
         result = compare(table, *experiments, confidence=confidence, **options, **_metric_arg(args.metric))
-        print(render_pair(result, fmt=args.format))
+        print(render(result, fmt=args.format))
     else:
-        compare = compare_all if args.metric == ACCURACY else compare_all_metric
+        compare = comparisons.compare_all if args.metric == ACCURACY else comparisons.compare_all_metric
         baseline = experiment_id(args.baseline)
         result = compare(table, baseline, alpha=alpha, **options, **_metric_arg(args.metric))
-        print(render_baseline(result, fmt=args.format))
+        print(render(result, fmt=args.format))
     return 0
 
 
@@ -205,12 +198,17 @@ def _formatter(metric: str):
     return fmt
 
 
-def render_pair(result: dict, *, fmt: str) -> str:
+def render(result: dict, *, fmt: str) -> str:
+    """The result of `compare_two*` or `compare_all*` (peftbench.analysis.comparisons) as text, a
+    Markdown table or JSON."""
     if fmt == "json":
         return json.dumps(result, indent=2, default=float)
-    md = fmt == "markdown"
+    render_as = _render_baseline if "baseline" in result else _render_pair
+    return render_as(result, md=fmt == "markdown", level=f"{round(result['confidence'] * 100)}%")
+
+
+def _render_pair(result: dict, *, md: bool, level: str) -> str:
     metric, num = result["metric"], _formatter(result["metric"])
-    level = f"{round(result['confidence'] * 100)}%"
 
     def ci(low, high, *, sign=False):
         return "-" if low is None or high is None else f"[{num(low, sign=sign)}, {num(high, sign=sign)}]"
@@ -251,12 +249,8 @@ def _method_lines(methods: list[str]) -> list[str]:
     return lines
 
 
-def render_baseline(result: dict, *, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(result, indent=2, default=float)
-    md = fmt == "markdown"
+def _render_baseline(result: dict, *, md: bool, level: str) -> str:
     metric, num = result["metric"], _formatter(result["metric"])
-    level = f"{round(result['confidence'] * 100)}%"
     rows, notes = [], []
     for c in result["comparisons"]:
         if c["p_value"] is None:
