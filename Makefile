@@ -51,7 +51,7 @@ format: install
 # base model, with full fine-tuning's lr as measured in benchmarks/tinymath/README.md, plus the
 # learning rates chosen on validation for methods near 0% (tuned_lrs.json; LR_TRIES.md notes)
 catalogue: install
-	$(BIN)/python -m peftbench.catalogue benchmarks/MetaMathQA
-	$(BIN)/python -m peftbench.catalogue benchmarks/tinymath \
+	$(BIN)/peftbench catalogue benchmarks/MetaMathQA
+	$(BIN)/peftbench catalogue benchmarks/tinymath \
 		--model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3 \
 		--tuned-lrs benchmarks/tinymath/tuned_lrs.json

@@ -116,7 +116,7 @@ def main() -> int:
     if not args.write:
         print("\n\n".join(sections.values()))
         return 0
-    from peftbench.results import atomic_write_text
+    from peftbench.files import atomic_write_text
 
     readme = args.task_dir / "README.md"
     text = readme.read_text()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import warnings
@@ -14,8 +16,9 @@ from peft import PeftConfig, get_peft_model
 from peft.utils import PeftType
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from peftbench import catalogue as cat
+from peftbench.cli import main as cli_main
 from peftbench.config import build_config, read_json_object
+from peftbench.maintainer import catalogue as cat
 
 REPO = Path(__file__).resolve().parent.parent
 METAMATHQA = REPO / "benchmarks" / "MetaMathQA"
@@ -45,6 +48,15 @@ TINY = LlamaConfig(
 )
 TINY_SCALE = cat.Scale.from_model_config(TINY, prefix="tiny")
 TINY_ENTRIES = cat.catalogue(TINY_SCALE, max_steps=20)
+
+
+def run_catalogue(argv: list[str], *, print_fn=print) -> int:
+    """`peftbench catalogue ARGV`; each line it prints goes to `print_fn`."""
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = cli_main(["catalogue", *argv])
+    for line in out.getvalue().splitlines():
+        print_fn(line)
+    return code
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +121,12 @@ def test_generated_config_loads_and_trains_on_a_tiny_llama(entry, tiny_catalogue
 
 def test_metamathqa_catalogue_is_up_to_date():
     lines = []
-    assert cat.main([str(METAMATHQA), "--check"], print_fn=lines.append) == 0, lines
+    assert run_catalogue([str(METAMATHQA), "--check"], print_fn=lines.append) == 0, lines
 
 
 def test_tinymath_catalogue_is_up_to_date():
     lines = []
-    assert cat.main([*TINYMATH_ARGS, "--check"], print_fn=lines.append) == 0, lines
+    assert run_catalogue([*TINYMATH_ARGS, "--check"], print_fn=lines.append) == 0, lines
 
 
 def test_learning_rates_keep_their_ratio_to_the_task_default():
@@ -137,7 +149,7 @@ def test_a_scaled_catalogue_names_its_experiments_by_the_scaled_lr(tmp_path):
     (tmp_path / "negative.json").write_text(json.dumps({"lora/llama-3.2-3B-rank32": -1e-3}))
     (tmp_path / "text.json").write_text(json.dumps({"lora/llama-3.2-3B-rank32": "1e-3"}))
     argv = [str(task), "--model-config", str(tmp_path / "config.json"), "--full-finetuning-lr", "2e-3"]
-    assert cat.main(argv, print_fn=lambda *a: None) == 0
+    assert run_catalogue(argv, print_fn=lambda *a: None) == 0
     ia3 = task / "experiments" / "ia3" / "tiny-llama-lr_0.05"
     assert json.loads((ia3 / cat.TRAINING_PARAMS).read_text()) == {"optimizer_kwargs": {"lr": 0.05}}
     full = task / "experiments" / "full-finetuning" / "tiny-llama-lr_0.002"
@@ -226,17 +238,17 @@ def test_check_reports_a_changed_file(tmp_path):
     task = tmp_path / "MetaMathQA"
     task.mkdir()
     (task / cat.DEFAULT_PARAMS).write_text((METAMATHQA / cat.DEFAULT_PARAMS).read_text())
-    assert cat.main([str(task)], print_fn=lambda *a: None) == 0
+    assert run_catalogue([str(task)], print_fn=lambda *a: None) == 0
     target = task / "experiments" / "lora" / "llama-3.2-3B-rank32" / cat.ADAPTER_CONFIG
     assert json.loads(target.read_text())["r"] == 32
     target.write_text(target.read_text().replace('"r": 32', '"r": 16'))
     lines: list[str] = []
-    assert cat.main([str(task), "--check"], print_fn=lines.append) == 1
+    assert run_catalogue([str(task), "--check"], print_fn=lines.append) == 1
     assert lines == [f"out of date: {target}"]
     untouched = task / "experiments" / "lora" / "llama-3.2-3B-rank64" / cat.ADAPTER_CONFIG
     os.utime(untouched, ns=(0, 0))
-    assert cat.main([str(task)], print_fn=lambda *a: None) == 0  # regenerating repairs it
-    assert cat.main([str(task), "--check"], print_fn=lambda *a: None) == 0
+    assert run_catalogue([str(task)], print_fn=lambda *a: None) == 0  # regenerating repairs it
+    assert run_catalogue([str(task), "--check"], print_fn=lambda *a: None) == 0
     # and leaves the files that were right alone: a sweep would take a newer config as a change
     assert untouched.stat().st_mtime_ns == 0
 
@@ -248,7 +260,7 @@ def test_model_config_sizes_the_catalogue(tmp_path):
     model_config = tmp_path / "config.json"
     model_config.write_text(TINY.to_json_string())
     assert (
-        cat.main(
+        run_catalogue(
             [str(task), "--model-config", str(model_config), "--prefix", "tiny"], print_fn=lambda *a: None
         )
         == 0
@@ -269,7 +281,7 @@ def test_tuned_lrs_add_an_experiment_that_changes_only_the_lr(tmp_path):
     tuned.write_text(
         json.dumps({"lora/llama-3.2-3B-rank32": 3e-4, "lora/llama-3.2-3B-rank32-loraplus": 5e-5})
     )
-    assert cat.main([str(task), "--tuned-lrs", str(tuned)], print_fn=lambda *a: None) == 0
+    assert run_catalogue([str(task), "--tuned-lrs", str(tuned)], print_fn=lambda *a: None) == 0
     experiments = task / "experiments" / "lora"
 
     def read(name, file):
@@ -288,7 +300,7 @@ def test_tuned_lrs_add_an_experiment_that_changes_only_the_lr(tmp_path):
     plus_tuned = read("llama-3.2-3B-rank32-loraplus-tuned-lr_5e-05", cat.TRAINING_PARAMS)
     assert plus["optimizer_kwargs"]["lr"] == 1e-4
     assert plus_tuned == {**plus, "optimizer_kwargs": {**plus["optimizer_kwargs"], "lr": 5e-5}}
-    assert cat.main([str(task), "--tuned-lrs", str(tuned), "--check"], print_fn=lambda *a: None) == 0
+    assert run_catalogue([str(task), "--tuned-lrs", str(tuned), "--check"], print_fn=lambda *a: None) == 0
 
 
 @pytest.mark.parametrize(
@@ -332,7 +344,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
         .replace("{config}", str(tmp_path / "config.json"))
         for a in args
     ]
-    assert cat.main(argv, print_fn=lambda *a: None) == 2
+    assert run_catalogue(argv, print_fn=lambda *a: None) == 2
     err = capsys.readouterr().err
     assert message.replace("{tmp}", str(tmp_path)) in err
     assert err.count("\n") == 1

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from peftbench.cli import COMMANDS, SUMMARIES, main
+from peftbench.cli import COMMANDS, MAINTAINER_SUMMARIES, SUMMARIES, main
+
+COMMAND_MODULES = Path(__file__).resolve().parent.parent / "src" / "peftbench" / "commands"
 
 
-def test_every_command_has_a_summary():
-    assert set(COMMANDS) == set(SUMMARIES)
+def test_every_command_module_is_a_command_with_a_summary():
+    modules = {p.stem.removesuffix("_cmd").replace("_", "-") for p in COMMAND_MODULES.glob("*_cmd.py")}
+    assert modules == set(COMMANDS) == set(SUMMARIES) | set(MAINTAINER_SUMMARIES)
+    assert not set(SUMMARIES) & set(MAINTAINER_SUMMARIES)
+
+
+def test_no_module_shares_its_name_with_another():
+    modules = [p.stem for p in COMMAND_MODULES.parent.rglob("*.py") if p.stem != "__init__"]
+    assert sorted(m for m in set(modules) if modules.count(m) > 1) == []
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -19,7 +29,7 @@ def test_help_of_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
-    assert SUMMARIES[command] in capsys.readouterr().out
+    assert COMMANDS[command] in capsys.readouterr().out
 
 
 def test_top_level_help_imports_nothing_heavy():

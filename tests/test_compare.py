@@ -13,7 +13,7 @@ from scipy import stats as sps
 from peftbench.analysis.aggregate import load_results
 from peftbench.analysis.stats import ItemRun, item_runs, paired_comparison
 from peftbench.cli import main
-from peftbench.commands.compare import experiment_id
+from peftbench.commands.compare_cmd import experiment_id
 
 HASH = "ab" * 32
 

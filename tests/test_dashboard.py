@@ -394,10 +394,10 @@ def test_compare_two_runs_shows_formatted_numbers(tmp_path):
 
 
 def test_app_default_results_are_task_folders_only(tmp_path, monkeypatch):
-    from peftbench.commands.app import default_results
+    from peftbench.commands.app_cmd import default_results
 
     make_task(tmp_path / "benchmarks")
-    perf = tmp_path / "benchmarks" / "perf"
+    perf = tmp_path / "benchmarks" / "perf"  # a folder of code and JSON that is no task (perf/ once was here)
     (perf / "results").mkdir(parents=True)
     (perf / "results" / "perf-20261129.json").write_text(json.dumps({"threads": 2, "steps_per_s": 3.0}))
     (perf / "run_perf.py").write_text("")
@@ -717,7 +717,7 @@ def test_report_renders_offline(browser, tmp_path):
 
 
 def test_app_command_defaults_and_bad_input(tmp_path, monkeypatch, capsys):
-    from peftbench.commands.app import default_results
+    from peftbench.commands.app_cmd import default_results
 
     make_task(tmp_path / "benchmarks")
     (tmp_path / "benchmarks" / ".hidden").mkdir()

@@ -12,7 +12,7 @@ from peft import IA3Config, LoraConfig, PromptTuningConfig
 
 from peftbench.cli import main as cli_main
 from peftbench.experiment import config_hashes, load_peft_config, load_train_config, resolve_experiment
-from peftbench.lint import Finding, lint, near_duplicate
+from peftbench.maintainer.lint import Finding, lint, near_duplicate
 
 # A registered task, so that the naming rule has a base-model short name ("llama-3.2-3B"). Lint never
 # loads a model or data, so the defaults only have to be a valid config.
@@ -539,7 +539,7 @@ def test_command_ends_with_a_summary_line_on_stderr(task: Path, capsys: pytest.C
 
 
 def test_check_counts_what_it_read_and_shows_each_experiment_to_progress(task: Path) -> None:
-    from peftbench.lint import check
+    from peftbench.maintainer.lint import check
 
     for r in (4, 8):
         add_result(add_experiment(task, f"lora/{PREFIX}-rank{r}", peft_config=lora(r)))

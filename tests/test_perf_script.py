@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/perf/run_perf.py: it runs with tiny settings and writes a complete record.
+"""Smoke tests of perf/run_perf.py: it runs with tiny settings and writes a complete record.
 
 These check that the script works and what it writes, never how fast anything is: speed claims come
 from the script's own table, measured side by side in one process.
@@ -18,7 +18,7 @@ from toyworld import TOY
 
 from peftbench import tasks
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "perf" / "run_perf.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "perf" / "run_perf.py"
 
 
 @pytest.fixture(scope="module")

@@ -215,7 +215,7 @@ def test_study_prunes_a_trial_behind_at_the_first_checkpoint(task_dir):
 
 
 def test_lint_reports_a_bad_search_space_and_accepts_a_tuned_pair(task_dir):
-    from peftbench.lint import lint
+    from peftbench.maintainer.lint import lint
 
     (task_dir / LORA / "search_space.json").write_text(json.dumps({"adapter.r": {"low": 8, "high": 4}}))
     findings = [f for f in lint([task_dir]) if f.rule == "search-space"]

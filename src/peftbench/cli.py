@@ -1,8 +1,9 @@
-"""The `peftbench` command line: one sub-command per module in `peftbench.commands`.
+"""The `peftbench` command line: one sub-command per module in `peftbench.commands` (`<name>_cmd.py`).
 
 Sub-command modules are imported only when used, so that `peftbench --help` and `peftbench run`
 do not pay for gradio, ray or plotly imports. Each module defines `add_arguments(parser)` and
-`main(args) -> int`; the one-line summaries live here, in SUMMARIES, so that help imports nothing.
+`main(args) -> int`; the one-line summaries live here, in SUMMARIES and MAINTAINER_SUMMARIES, so that
+help imports nothing.
 """
 
 from __future__ import annotations
@@ -14,30 +15,14 @@ import sys
 
 from peftbench.errors import BadInput, RunFailed
 
-# name -> module in peftbench.commands (module names cannot contain "-")
-COMMANDS = {
-    "run": "run",
-    "config": "config",
-    "sweep": "sweep",
-    "list": "list_",
-    "lint": "lint",
-    "app": "app",
-    "report": "report",
-    "table": "table",
-    "pareto": "pareto",
-    "compare": "compare",
-    "tune": "tune",
-    "rank": "rank",
-    "make-base-model": "make_base_model",
-}
-
-# One-line descriptions for the top-level help, kept here so that help imports nothing heavy.
+# One-line descriptions for the top-level help, kept here so that help imports nothing heavy. The
+# command "make-base-model" is the module peftbench.commands.make_base_model_cmd (the suffix keeps the
+# command modules' names apart from the modules they drive: run.py, config.py, dashboard/app.py, ...).
 SUMMARIES = {
     "run": "run one experiment folder and write its result file",
     "config": "show the training parameters with their documentation (--explain)",
     "sweep": "run every pending experiment of a task, locally in parallel or on Ray",
     "list": "list the experiments of a task and whether each is pending",
-    "lint": "check experiments and results against the contribution rules",
     "app": "start the Gradio dashboard",
     "report": "write a self-contained HTML report",
     "table": "print the results table (csv, markdown, json)",
@@ -45,20 +30,27 @@ SUMMARIES = {
     "compare": "compare two experiments with confidence intervals and paired tests",
     "tune": "search hyperparameters with the same budget for every experiment (validation only)",
     "rank": "rank experiments with rank intervals, the group tied with the best, seed stability",
+}
+# What a maintainer runs (peftbench.maintainer and the embedded model), listed apart in the help.
+MAINTAINER_SUMMARIES = {
+    "lint": "check experiments and results against the contribution rules",
+    "catalogue": "regenerate a task's experiment catalogue (--check: only compare)",
     "make-base-model": "rebuild the embedded benchmark's tiny base model and tokenizer",
 }
+COMMANDS = {**SUMMARIES, **MAINTAINER_SUMMARIES}
 
 
 def _load(name: str):
-    return importlib.import_module(f"peftbench.commands.{COMMANDS[name]}")
+    return importlib.import_module(f"peftbench.commands.{name.replace('-', '_')}_cmd")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     description = "Replicable, fair comparisons of parameter-efficient fine-tuning methods."
     parser = argparse.ArgumentParser(prog="peftbench", description=description)
     parser.add_argument("--version", action="version", version=_version())
+    parser.epilog = "maintainer commands: " + ", ".join(MAINTAINER_SUMMARIES)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, summary in SUMMARIES.items():
+    for name, summary in COMMANDS.items():
         sp = sub.add_parser(name, help=summary, description=summary)
         if name == command:
             _load(name).add_arguments(sp)

@@ -22,9 +22,7 @@ from typing import Annotated, Any, Literal
 
 from peftbench.errors import BadInput, did_you_mean
 
-DTYPES = ("float32", "bfloat16", "float16", "int8", "int4")
 PEFT_OPTIMIZERS = ("lora+", "lora-fa", "riemannian")
-LR_SCHEDULERS = (None, "cosine")
 
 # The checker is hand-written rather than a pydantic model: the allowed entries of the two object
 # settings are not fixed but read at run time from the libraries that take them (the optimizer's

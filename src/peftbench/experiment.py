@@ -16,12 +16,14 @@ from typing import Any
 
 from peftbench.config import OVERRIDES, TrainConfig, build_config, read_json_object
 from peftbench.errors import BadInput, did_you_mean
+from peftbench.files import (
+    ADAPTER_CONFIG,
+    DEFAULT_PARAMS,
+    QUICK_PARAMS,
+    RESULT_DIRS,
+    TRAINING_PARAMS,
+)
 
-ADAPTER_CONFIG = "adapter_config.json"
-TRAINING_PARAMS = "training_params.json"
-DEFAULT_PARAMS = "default_training_params.json"
-QUICK_PARAMS = "quick_training_params.json"
-RESULT_DIRS = ("results", "temporary_results", "cancelled_results")
 # peft types that need a module peft does not depend on: (module, its pip package, peftbench's extra)
 OPTIONAL_MODULES = {"ADAMSS": ("sklearn", "scikit-learn", "methods")}
 # adapter settings that count training steps: peft type -> (the schedule's length, its phases)

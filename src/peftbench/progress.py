@@ -16,7 +16,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tqdm import tqdm
+
+from peftbench.files import atomic_write_text
 
 PROGRESS_FILE_ENV = "PEFTBENCH_PROGRESS_FILE"
 # during training the progress file is rewritten at most this often: a sweep polls it about twice a
@@ -144,14 +145,10 @@ def write_progress(path: Path, state: dict[str, Any]) -> None:
     """Replace the progress file at once (a reader never sees half of it). Best effort: the folder may
     be missing on a Ray node that does not share the driver's filesystem, and progress is never worth
     failing a run for."""
+    if not path.parent.is_dir():  # never create the folder: the sweep that reads it made it
+        return
     with contextlib.suppress(OSError):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({**state, "updated": time.time()}, f)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write_text(path, json.dumps({**state, "updated": time.time()}))
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:

@@ -8,9 +8,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from peftbench.files import RESULT_DIRS, TUNING
+
 # result folders (and tuning's studies and trial records) may change during a sweep or a search
 # without making the code "dirty"
-_RESULT_PARTS = ("results", "temporary_results", "cancelled_results", "tuning")
+_OUTPUT_DIRS = (*RESULT_DIRS, TUNING)
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -32,7 +34,7 @@ def git_state(cwd: Path) -> dict[str, Any]:
     dirty = None
     if status is not None:
         changed = [line[3:].strip('"') for line in status.splitlines() if line.strip()]
-        dirty = any(not any(part in _RESULT_PARTS for part in Path(p).parts[:-1]) for p in changed)
+        dirty = any(not any(part in _OUTPUT_DIRS for part in Path(p).parts[:-1]) for p in changed)
     return {"branch": branch, "commit": commit, "dirty": dirty}
 
 

@@ -1,4 +1,4 @@
-"""The result record: one JSON file per run, its schema version, atomic writes and loading.
+"""The result record: one JSON file per run, its schema version, writing (peftbench.files) and loading.
 
 The file keeps the reference suite's three sections and keys (huggingface/peft
 `method_comparison`), so that its files and ours are interchangeable:
@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from peftbench.errors import BadInput
+from peftbench.files import atomic_write_text
 
 SCHEMA_VERSION = 1
 SECTIONS = ("run_info", "train_info", "meta_info")
@@ -49,33 +48,6 @@ def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (see `atomic_write_text`); NaN and inf are stored as null."""
     text = json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     atomic_write_text(path, text)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file.
-
-    The file gets the mode a plain open() would give (0666 less the umask, so 0644 under umask 022):
-    mkstemp creates it 0600, but results and reports are meant to be shared and committed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    # the only portable way to read the umask is to set it and set it back
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _json_safe(obj: Any) -> Any:

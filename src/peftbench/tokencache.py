@@ -8,15 +8,17 @@ tokenizer's full definition, so a few lines of numpy here are simpler than a Dat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from peftbench.files import atomic_write
 
 
 def cache_dir() -> Path:
@@ -58,11 +60,5 @@ def cached_tokenize(
 def _store(path: Path, ids: list[list[int]]) -> None:
     offsets = np.cumsum([0, *map(len, ids)], dtype=np.int64)
     flat = np.fromiter((t for seq in ids for t in seq), dtype=np.int64, count=int(offsets[-1]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, flat=flat, offsets=offsets)
-        os.replace(tmp, path)
-    except OSError:  # a read-only or full cache folder only costs speed
-        Path(tmp).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a read-only or full cache folder only costs speed
+        atomic_write(path, lambda f: np.savez(f, flat=flat, offsets=offsets))

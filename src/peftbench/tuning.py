@@ -35,9 +35,11 @@ from peftbench.experiment import (
     load_train_config,
     resolve_experiment,
 )
+from peftbench.files import (
+    TUNING,  # in the task folder: one journal and one trial-record folder per experiment
+)
 
 SPACE_FILE = "search_space.json"  # optional, in the experiment folder: keys searched besides the lr
-TUNING_DIR = "tuning"  # in the task folder: one journal and one folder of trial records per experiment
 PROVENANCE_FILE = "tuning.json"  # in a tuned experiment's folder
 TUNED_SUFFIX = "-tuned"
 TRIAL_SCHEMA = "peftbench-trial/1"
@@ -179,11 +181,11 @@ def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def study_path(exp: Experiment) -> Path:
-    return exp.task_dir / TUNING_DIR / f"{exp.result_stem()}.log"
+    return exp.task_dir / TUNING / f"{exp.result_stem()}.log"
 
 
 def trials_dir(exp: Experiment) -> Path:
-    return exp.task_dir / TUNING_DIR / exp.result_stem()
+    return exp.task_dir / TUNING / exp.result_stem()
 
 
 def is_tuned_name(name: str) -> bool:

@@ -22,10 +22,10 @@ import pandas as pd
 
 from peftbench.analysis.variant import FULL, labelled, run_variant
 from peftbench.errors import BadInput, did_you_mean
+from peftbench.files import EXPERIMENTS, RESULT_DIRS, RESULTS, TEMPORARY_RESULTS
 from peftbench.results import check_fields, load_result, test_metrics
 from peftbench.tasks.base import COMMON_METRICS, Metric
 
-RESULT_FOLDERS = ("results", "temporary_results", "cancelled_results")
 NO_RESULTS = "no results yet"
 
 # Columns of the results table in display order; metric columns follow the identifying ones.
@@ -177,7 +177,7 @@ def resolve_results_dirs(paths: Iterable[str | Path], *, include_temporary: bool
             raise BadInput(f"{path}: no such folder")
         if not path.is_dir():
             raise BadInput(f"{path}: not a folder (give a results folder or a task folder)")
-        if path.name in RESULT_FOLDERS:
+        if path.name in RESULT_DIRS:
             dirs.append(path)
         elif _is_task_folder(path):
             dirs.extend(_task_results(path, include_temporary=include_temporary))
@@ -192,12 +192,12 @@ def resolve_results_dirs(paths: Iterable[str | Path], *, include_temporary: bool
 
 
 def _is_task_folder(path: Path) -> bool:
-    return (path / "results").is_dir() or (path / "experiments").is_dir()
+    return (path / RESULTS).is_dir() or (path / EXPERIMENTS).is_dir()
 
 
 def _task_results(path: Path, *, include_temporary: bool) -> list[Path]:
     # results/ may not exist yet: that is "no results", not an error
-    return [path / "results", *([path / "temporary_results"] if include_temporary else [])]
+    return [path / RESULTS, *([path / TEMPORARY_RESULTS] if include_temporary else [])]
 
 
 def task_of(data: Mapping[str, Any], file: Path) -> str:
@@ -206,7 +206,7 @@ def task_of(data: Mapping[str, Any], file: Path) -> str:
     if isinstance(name, str) and name:
         return name
     parent = file.parent
-    return parent.parent.name if parent.name in RESULT_FOLDERS else parent.name
+    return parent.parent.name if parent.name in RESULT_DIRS else parent.name
 
 
 def _number(value: Any) -> float:

@@ -1,15 +1,24 @@
 """View logic shared by the dashboard and the report, so that the two show the same thing: the runs
-table with `tied_with_best`, the default Pareto axes for the device the results came from, the base
-model's name, and numbers in human units (GB, M params, s)."""
+table with `tied_with_best`, the Pareto frontier (`panel`), the default Pareto axes for the device the
+results came from, the training curves' means and intervals, the base model's name, and numbers in
+human units (GB, M params, s). dashboard/ only lays these out."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import PurePath
 
 import pandas as pd
 
-from peftbench.analysis.aggregate import compact_columns, mark_tied_with_best, whole_number_columns
+from peftbench.analysis.aggregate import (
+    compact_columns,
+    mark_tied_with_best,
+    seed_summary,
+    whole_number_columns,
+)
+from peftbench.analysis.pareto import pareto_mask
 from peftbench.tasks.base import Metric
 
 TIED_COLUMN = "tied_with_best"
@@ -152,3 +161,66 @@ def axes_note(runs: pd.DataFrame, axes: tuple[Metric, Metric] | None) -> str:
         "Runs on a CPU record as peak memory the resident memory of the whole process, about the same "
         f"for every method; so the Pareto plot's x is {axes[0].label or axes[0].name}."
     )
+
+
+def frontier_names(experiments: pd.DataFrame, *, x: Metric, y: Metric) -> list[str]:
+    """The experiments on the Pareto frontier of x and y (one per variant: `pareto_mask`), by x."""
+    if experiments.empty:
+        return []
+    mask = pareto_mask(experiments, x=x, y=y)
+    return experiments[mask].sort_values(x.name, kind="stable")["experiment_name"].tolist()
+
+
+@dataclass
+class Panel:
+    """What the app and the report show of some runs for one pair of axes: the seed summary, the table
+    with `tied_with_best` on y, and the Pareto frontier. `axes` is None when no pair could be chosen."""
+
+    runs: pd.DataFrame
+    metrics: tuple[Metric, ...]
+    experiments: pd.DataFrame  # seed summary of `runs` (one row per experiment, with intervals)
+    table: pd.DataFrame  # `results_table`
+    axes: tuple[Metric, Metric] | None
+    frontier: list[str]
+
+
+def panel(runs: pd.DataFrame, metrics: Sequence[Metric], *, axes: tuple[Metric, Metric] | None) -> Panel:
+    """The one place where the app and the report compute their table and frontier."""
+    metrics = tuple(metrics)
+    experiments = seed_summary(runs, metrics) if not runs.empty else pd.DataFrame()
+    table = results_table(runs, metrics, primary=axes[1] if axes else None)
+    frontier = frontier_names(experiments, x=axes[0], y=axes[1]) if axes else []
+    return Panel(runs, metrics, experiments, table, axes, frontier)
+
+
+def curve_columns(curves: pd.DataFrame) -> list[tuple[str, str]]:
+    """The curves shown, as (column, label): the train loss, and the validation metric (valid_accuracy,
+    else the first valid_* column) where the curves have one."""
+    valid = "valid_accuracy" if "valid_accuracy" in curves.columns else None
+    valid = valid or next((c for c in curves.columns if c.startswith("valid_")), None)
+    return [("train_loss", "train loss"), *([(valid, valid.replace("_", " "))] if valid else [])]
+
+
+CURVE_POINT_COLUMNS = ["experiment_name", "column", "step", "mean", "half_width"]
+
+
+def curve_points(
+    curves: pd.DataFrame, experiments: Sequence[str], *, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Per chosen experiment, curve column and step: the mean over seeds and the half-width of the
+    t-interval across seeds (NaN with one seed). Experiments in the given order, steps ascending."""
+    from peftbench.analysis.stats import t_interval  # scipy: imported only where curves are drawn
+
+    rows = []
+    for experiment in experiments:
+        runs = curves[curves["experiment_name"] == experiment] if not curves.empty else curves
+        for column, _ in curve_columns(curves):
+            if column not in runs.columns:
+                continue
+            for step, group in runs.groupby("step", sort=True):
+                interval = t_interval(group[column].tolist(), confidence=confidence)
+                if interval.mean is None:
+                    continue
+                half = interval.half_width if interval.half_width is not None else math.nan
+                rows.append([experiment, column, step, interval.mean, half])
+    return pd.DataFrame(rows, columns=CURVE_POINT_COLUMNS)

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -19,20 +20,21 @@ from peftbench.analysis.aggregate import (
     available_metrics,
     diff_runs,
     display_columns,
-    seed_summary,
     select,
     task_metrics,
     tasks_in,
 )
 from peftbench.analysis.filters import apply_filter
-from peftbench.analysis.pareto import find_metric, pareto_mask
+from peftbench.analysis.pareto import find_metric
 from peftbench.analysis.views import (
     axes_note,
     base_model_label,
     column_formatters,
+    curve_columns,
+    curve_points,
     default_axes,
     human_of,
-    results_table,
+    panel,
 )
 from peftbench.dashboard.plots import curves_figure, message_figure, pareto_figure
 from peftbench.errors import BadInput
@@ -102,28 +104,18 @@ def build_view(
         mx, my = (find_metric(x, metrics), find_metric(y, metrics)) if x and y else (None, None)
     except BadInput:
         mx = my = None
-    experiments = seed_summary(runs, metrics) if not runs.empty else pd.DataFrame()
-    table = results_table(runs, metrics, primary=my)
-    if runs.empty or mx is None or my is None:
+    shown = panel(runs, metrics, axes=(mx, my) if mx is not None and my is not None else None)
+    if runs.empty or shown.axes is None:
         if not total:
             text = "no results yet"
         elif runs.empty:
             text = "no runs match the filter"
         else:
             text = "choose the two metrics of the plot"
-        return View(runs, table, status, experiments, message_figure(text), "", [])
-    figure = pareto_figure(experiments, x=mx, y=my)
-    mask = pareto_mask(experiments, x=mx, y=my)
-    frontier = experiments[mask].sort_values(mx.name)["experiment_name"].tolist()
-    return View(
-        runs,
-        table,
-        status,
-        experiments,
-        figure,
-        summary_text(experiments, mx.name, my.name, frontier),
-        frontier,
-    )
+        return View(runs, shown.table, status, shown.experiments, message_figure(text), "", [])
+    figure = pareto_figure(shown.experiments, x=mx, y=my, frontier=shown.frontier)
+    summary = summary_text(shown.experiments, mx.name, my.name, shown.frontier)
+    return View(runs, shown.table, status, shown.experiments, figure, summary, shown.frontier)
 
 
 def summary_text(experiments: pd.DataFrame, x: str, y: str, frontier: list[str]) -> str:
@@ -177,148 +169,173 @@ def styled(table: pd.DataFrame):
     return table.style.format(column_formatters(table), na_rep="")
 
 
-def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
-    """The dashboard for `loaded`; `reload` (optional) re-reads the results folders for the reload button."""
-    import gradio as gr
+class _Session:
+    """The app's state (the loaded results, a cache of views) and its callbacks: plain functions of the
+    widgets' values, which `build_app` wires to the widgets."""
 
-    state = {"loaded": loaded}
-    views: dict[tuple, View] = {}
+    def __init__(self, loaded: Loaded, reload: Callable[[], Loaded] | None):
+        self.loaded, self.reload = loaded, reload
+        self.views: dict[tuple, View] = {}
 
-    def view_of(task, model, filter_text, x, y) -> View:
+    def view_of(self, task, model, filter_text, x, y) -> View:
         # The significance column runs paired bootstraps: compute each view once, not once per widget.
-        key = (id(state["loaded"]), task, model, filter_text, x, y)
-        if key not in views:
-            if len(views) >= 32:
-                views.pop(next(iter(views)))
-            views[key] = build_view(
-                state["loaded"], task=task, model=model, filter_text=filter_text, x=x, y=y
+        key = (id(self.loaded), task, model, filter_text, x, y)
+        if key not in self.views:
+            if len(self.views) >= 32:
+                self.views.pop(next(iter(self.views)))
+            self.views[key] = build_view(
+                self.loaded, task=task, model=model, filter_text=filter_text, x=x, y=y
             )
-        return views[key]
+        return self.views[key]
+
+    def on_task(self, task):
+        import gradio as gr
+
+        models = model_options(self.loaded, task)
+        names, x, y, note = metric_choices(self.loaded, task)
+        return (
+            gr.update(choices=models, value=models[0][1] if models else None),
+            gr.update(choices=names, value=x),
+            gr.update(choices=names, value=y),
+            note,
+        )
+
+    def refresh(self, task, model, filter_text, x, y):
+        import gradio as gr
+
+        view = self.view_of(task, model, filter_text, x, y)
+        experiment_names = sorted(view.runs["experiment_name"].unique()) if not view.runs.empty else []
+        labels = run_labels(view.runs) if not view.runs.empty else []
+        chosen = view.frontier[:8]
+        return (
+            styled(view.table),
+            view.status,
+            view.figure,
+            view.summary,
+            gr.update(choices=experiment_names, value=chosen),
+            _curves(self.loaded, task, chosen),
+            gr.update(choices=labels, value=labels[0] if labels else None),
+            gr.update(choices=labels, value=labels[1] if len(labels) > 1 else None),
+        )
+
+    def on_curves(self, task, experiments):
+        return _curves(self.loaded, task, experiments or [])
+
+    def on_diff(self, task, model, filter_text, x, y, a, b, only):
+        return diff_view(self.view_of(task, model, filter_text, x, y).runs, a, b, only_differences=only)
+
+    def on_export(self, task, model, filter_text, x, y):
+        import gradio as gr
+
+        path = export_csv(self.view_of(task, model, filter_text, x, y).runs)
+        return gr.update(value=path, visible=path is not None)
+
+    def on_reload(self):
+        import gradio as gr
+
+        self.loaded = self.reload() if self.reload else self.loaded
+        self.views.clear()
+        tasks = tasks_in(self.loaded.table)
+        return _loaded_text(self.loaded), gr.update(choices=tasks, value=tasks[0] if tasks else None)
+
+
+PARETO_HELP = (
+    "## Pareto plot\nEach point is one experiment (the mean over its seeds; error bars: 95% interval "
+    "where there are several seeds or per-item results). Outlined points are on the Pareto frontier: "
+    "no other experiment is better on both metrics. Hover for details."
+)
+
+
+def _layout(loaded: Loaded, *, reload: bool) -> dict[str, Any]:
+    """The page's widgets, top to bottom, by name."""
+    import gradio as gr
 
     tasks = tasks_in(loaded.table)
     task0 = tasks[0] if tasks else None
     models0 = model_options(loaded, task0)
     names0, x0, y0, note0 = metric_choices(loaded, task0)
+    w: dict[str, Any] = {}
+    gr.Markdown("# peftbench: PEFT method comparison")
+    w["loaded"] = gr.Markdown(_loaded_text(loaded), elem_id="loaded-summary")
+    with gr.Row():
+        w["task"] = gr.Dropdown(tasks, value=task0, label="Task", elem_id="task-select")
+        model0 = models0[0][1] if models0 else None
+        w["model"] = gr.Dropdown(models0, value=model0, label="Base model", elem_id="model-select")
+        w["reload"] = gr.Button("Reload results", visible=reload, scale=0)
+    w["note"] = gr.Markdown(note0)
+    with gr.Row():
+        w["filter"] = gr.Textbox(
+            label="Filter",
+            placeholder="peft_type == 'LORA' and test_accuracy > 0.4",
+            scale=4,
+            elem_id="filter",
+        )
+        w["apply"] = gr.Button("Apply filter", scale=0, elem_id="apply-filter")
+        w["reset"] = gr.Button("Reset", scale=0)
+    gr.Markdown(FILTER_HELP)
+    w["status"] = gr.Markdown(elem_id="filter-status")
+    w["table"] = gr.Dataframe(
+        label="Runs", interactive=False, wrap=False, max_height=500, elem_id="results-table"
+    )
+    gr.Markdown(PARETO_HELP)
+    with gr.Row():
+        w["x"] = gr.Dropdown(names0, value=x0, label="x metric")
+        w["y"] = gr.Dropdown(names0, value=y0, label="y metric")
+    w["plot"] = gr.Plot(label="Pareto frontier", elem_id="pareto-plot")
+    w["summary"] = gr.Textbox(label="Summary statistics", lines=8, interactive=False)
+    with gr.Row():
+        w["export"] = gr.Button("Export filtered runs as CSV", scale=0, elem_id="export-csv")
+        # hidden until there is a file: an empty File box is a tall blank area
+        w["export_file"] = gr.File(label="CSV", elem_id="export-file", visible=False)
+    gr.Markdown("## Training curves\nTrain loss and validation metric against step (mean over seeds).")
+    w["curves"] = gr.Dropdown([], multiselect=True, label="Experiments (default: the Pareto frontier)")
+    w["curves_plot"] = gr.Plot(label="Training curves", elem_id="curves-plot")
+    gr.Markdown("## Compare two runs\nConfigurations and metrics side by side.")
+    with gr.Row():
+        w["run_a"], w["run_b"] = gr.Dropdown([], label="Run A"), gr.Dropdown([], label="Run B")
+        w["only_diff"] = gr.Checkbox(value=True, label="only differences")
+    w["diff"] = gr.Dataframe(
+        label="Differences",
+        interactive=False,
+        wrap=True,
+        column_widths=["30%", "35%", "35%"],
+        elem_id="diff-table",
+    )
+    return w
 
+
+def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
+    """The dashboard for `loaded`; `reload` (optional) re-reads the results folders for the reload button."""
+    import gradio as gr
+
+    session = _Session(loaded, reload)
     with gr.Blocks(title="peftbench", analytics_enabled=False) as demo:
-        gr.Markdown("# peftbench: PEFT method comparison")
-        loaded_md = gr.Markdown(_loaded_text(loaded), elem_id="loaded-summary")
-        with gr.Row():
-            task_dd = gr.Dropdown(tasks, value=task0, label="Task", elem_id="task-select")
-            model_dd = gr.Dropdown(
-                models0, value=models0[0][1] if models0 else None, label="Base model", elem_id="model-select"
-            )
-            reload_btn = gr.Button("Reload results", visible=reload is not None, scale=0)
-        note_md = gr.Markdown(note0)
-        with gr.Row():
-            filter_tb = gr.Textbox(
-                label="Filter",
-                placeholder="peft_type == 'LORA' and test_accuracy > 0.4",
-                scale=4,
-                elem_id="filter",
-            )
-            apply_btn = gr.Button("Apply filter", scale=0, elem_id="apply-filter")
-            reset_btn = gr.Button("Reset", scale=0)
-        gr.Markdown(FILTER_HELP)
-        status_md = gr.Markdown(elem_id="filter-status")
-        table_df = gr.Dataframe(
-            label="Runs", interactive=False, wrap=False, max_height=500, elem_id="results-table"
+        w = _layout(loaded, reload=reload is not None)
+        inputs = [w["task"], w["model"], w["filter"], w["x"], w["y"]]
+        outputs = [
+            w[k] for k in ("table", "status", "plot", "summary", "curves", "curves_plot", "run_a", "run_b")
+        ]
+        w["task"].change(session.on_task, [w["task"]], [w["model"], w["x"], w["y"], w["note"]]).then(
+            session.refresh, inputs, outputs
         )
-
-        gr.Markdown(
-            "## Pareto plot\nEach point is one experiment (the mean over its seeds; error bars: 95% interval "
-            "where there are several seeds or per-item results). Outlined points are on the Pareto frontier: "
-            "no other experiment is better on both metrics. Hover for details."
+        for trigger in (
+            w["model"].change,
+            w["x"].change,
+            w["y"].change,
+            w["apply"].click,
+            w["filter"].submit,
+        ):
+            trigger(session.refresh, inputs, outputs)
+        w["reset"].click(lambda: "", None, w["filter"]).then(session.refresh, inputs, outputs)
+        w["curves"].change(session.on_curves, [w["task"], w["curves"]], w["curves_plot"])
+        for trigger in (w["run_a"].change, w["run_b"].change, w["only_diff"].change):
+            trigger(session.on_diff, [*inputs, w["run_a"], w["run_b"], w["only_diff"]], w["diff"])
+        w["export"].click(session.on_export, inputs, w["export_file"])
+        w["reload"].click(session.on_reload, None, [w["loaded"], w["task"]]).then(
+            session.refresh, inputs, outputs
         )
-        with gr.Row():
-            x_dd = gr.Dropdown(names0, value=x0, label="x metric")
-            y_dd = gr.Dropdown(names0, value=y0, label="y metric")
-        plot = gr.Plot(label="Pareto frontier", elem_id="pareto-plot")
-        summary_tb = gr.Textbox(label="Summary statistics", lines=8, interactive=False)
-        with gr.Row():
-            export_btn = gr.Button("Export filtered runs as CSV", scale=0, elem_id="export-csv")
-            # hidden until there is a file: an empty File box is a tall blank area
-            export_file = gr.File(label="CSV", elem_id="export-file", visible=False)
-
-        gr.Markdown("## Training curves\nTrain loss and validation metric against step (mean over seeds).")
-        curves_dd = gr.Dropdown([], multiselect=True, label="Experiments (default: the Pareto frontier)")
-        curves_plot = gr.Plot(label="Training curves", elem_id="curves-plot")
-
-        gr.Markdown("## Compare two runs\nConfigurations and metrics side by side.")
-        with gr.Row():
-            run_a = gr.Dropdown([], label="Run A")
-            run_b = gr.Dropdown([], label="Run B")
-            only_diff = gr.Checkbox(value=True, label="only differences")
-        diff_df = gr.Dataframe(
-            label="Differences",
-            interactive=False,
-            wrap=True,
-            column_widths=["30%", "35%", "35%"],
-            elem_id="diff-table",
-        )
-
-        def on_task(task):
-            current = state["loaded"]
-            models = model_options(current, task)
-            names, x, y, note = metric_choices(current, task)
-            return (
-                gr.update(choices=models, value=models[0][1] if models else None),
-                gr.update(choices=names, value=x),
-                gr.update(choices=names, value=y),
-                note,
-            )
-
-        def refresh(task, model, filter_text, x, y):
-            current = state["loaded"]
-            view = view_of(task, model, filter_text, x, y)
-            experiment_names = sorted(view.runs["experiment_name"].unique()) if not view.runs.empty else []
-            labels = run_labels(view.runs) if not view.runs.empty else []
-            chosen = view.frontier[:8]
-            return (
-                styled(view.table),
-                view.status,
-                view.figure,
-                view.summary,
-                gr.update(choices=experiment_names, value=chosen),
-                _curves(current, task, chosen),
-                gr.update(choices=labels, value=labels[0] if labels else None),
-                gr.update(choices=labels, value=labels[1] if len(labels) > 1 else None),
-            )
-
-        def on_curves(task, experiments):
-            return _curves(state["loaded"], task, experiments or [])
-
-        def on_diff(task, model, filter_text, x, y, a, b, only):
-            view = view_of(task, model, filter_text, x, y)
-            return diff_view(view.runs, a, b, only_differences=only)
-
-        def on_export(task, model, filter_text, x, y):
-            path = export_csv(view_of(task, model, filter_text, x, y).runs)
-            return gr.update(value=path, visible=path is not None)
-
-        def on_reload():
-            state["loaded"] = reload() if reload else state["loaded"]
-            views.clear()
-            new_tasks = tasks_in(state["loaded"].table)
-            return _loaded_text(state["loaded"]), gr.update(
-                choices=new_tasks, value=new_tasks[0] if new_tasks else None
-            )
-
-        view_inputs = [task_dd, model_dd, filter_tb, x_dd, y_dd]
-        ranking_section(view_of, view_inputs)
-        view_outputs = [table_df, status_md, plot, summary_tb, curves_dd, curves_plot, run_a, run_b]
-        task_dd.change(on_task, [task_dd], [model_dd, x_dd, y_dd, note_md]).then(
-            refresh, view_inputs, view_outputs
-        )
-        for trigger in (model_dd.change, x_dd.change, y_dd.change, apply_btn.click, filter_tb.submit):
-            trigger(refresh, view_inputs, view_outputs)
-        reset_btn.click(lambda: "", None, filter_tb).then(refresh, view_inputs, view_outputs)
-        curves_dd.change(on_curves, [task_dd, curves_dd], curves_plot)
-        for trigger in (run_a.change, run_b.change, only_diff.change):
-            trigger(on_diff, [*view_inputs, run_a, run_b, only_diff], diff_df)
-        export_btn.click(on_export, view_inputs, export_file)
-        reload_btn.click(on_reload, None, [loaded_md, task_dd]).then(refresh, view_inputs, view_outputs)
-        demo.load(refresh, view_inputs, view_outputs)
+        ranking_section(session.view_of, inputs)
+        demo.load(session.refresh, inputs, outputs)
     return demo
 
 
@@ -353,7 +370,8 @@ def _curves(loaded: Loaded, task: str | None, experiments: list[str]):
     curves = loaded.curves
     if curves.empty or task is None:
         return message_figure("no training curves")
-    return curves_figure(curves[curves["task"] == task], experiments)
+    curves = curves[curves["task"] == task]
+    return curves_figure(curve_points(curves, experiments), curve_columns(curves))
 
 
 def _loaded_text(loaded: Loaded) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -11,7 +10,6 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from peftbench.analysis.aggregate import FAMILIES, FULL_FINETUNING
-from peftbench.analysis.pareto import pareto_mask
 from peftbench.analysis.views import axis_format, human_of
 from peftbench.tasks.base import Metric
 
@@ -72,13 +70,16 @@ def _hover(df: pd.DataFrame, x: Metric, y: Metric) -> list[str]:
     ]
 
 
-def pareto_figure(experiments: pd.DataFrame, *, x: Metric, y: Metric, title: str = "") -> go.Figure:
+def pareto_figure(
+    experiments: pd.DataFrame, *, x: Metric, y: Metric, frontier: Sequence[str], title: str = ""
+) -> go.Figure:
     """Scatter of experiments (one point each: seed means), coloured by family, error bars where
-    there are intervals, and the Pareto frontier drawn as a line through its points."""
+    there are intervals, and the Pareto frontier (the experiments named in `frontier`,
+    peftbench.analysis.views.frontier_names) drawn as a line through its points."""
     data = experiments.dropna(subset=[x.name, y.name])
     if data.empty:
         return message_figure(f"no runs with both {x.name} and {y.name}")
-    on_front = pareto_mask(data, x=x, y=y)
+    on_front = data["experiment_name"].isin(list(frontier))
     fig = go.Figure()
     variants = data["variant"].fillna("") if "variant" in data.columns else pd.Series("", index=data.index)
     # one frontier per variant (pareto_mask): a line through the points of two variants would be no frontier
@@ -137,51 +138,31 @@ def pareto_figure(experiments: pd.DataFrame, *, x: Metric, y: Metric, title: str
     return fig
 
 
-def _validation_column(curves: pd.DataFrame) -> str | None:
-    if "valid_accuracy" in curves.columns:
-        return "valid_accuracy"
-    return next((c for c in curves.columns if c.startswith("valid_")), None)
-
-
-def curves_figure(curves: pd.DataFrame, experiments: Sequence[str]) -> go.Figure:
-    """Train loss and the validation metric against step for the chosen experiments. With several
-    seeds: the mean per step, and error bars of the 95% t-interval across seeds."""
-    from peftbench.analysis.stats import t_interval
-
-    chosen = curves[curves["experiment_name"].isin(list(experiments))] if not curves.empty else curves
-    if chosen.empty or not experiments:
+def curves_figure(points: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> go.Figure:
+    """Curves against step, one panel per (column, label) of `columns`, from `points`
+    (peftbench.analysis.views.curve_points: mean over seeds, error bars of the 95% t-interval)."""
+    if points.empty:
         return message_figure("choose experiments to see their training curves")
-    valid = _validation_column(chosen)
-    panels = [("train_loss", "train loss"), *([(valid, valid.replace("_", " "))] if valid else [])]
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[label for _, label in panels])
+    fig = make_subplots(rows=1, cols=len(columns), subplot_titles=[label for _, label in columns])
     palette = qualitative.Plotly
+    experiments = list(dict.fromkeys(points["experiment_name"]))
     for i, experiment in enumerate(experiments):
-        runs = chosen[chosen["experiment_name"] == experiment]
-        colour = palette[i % len(palette)]
-        for col, (column, _) in enumerate(panels, start=1):
-            if column not in runs.columns:
+        for col, (column, _) in enumerate(columns, start=1):
+            mine = points[(points["experiment_name"] == experiment) & (points["column"] == column)]
+            if mine.empty:
                 continue
-            steps, means, errors = [], [], []
-            for step, group in runs.groupby("step", sort=True):
-                interval = t_interval(group[column].tolist())
-                if interval.mean is None:
-                    continue
-                steps.append(step)
-                means.append(interval.mean)
-                errors.append(interval.half_width if interval.half_width is not None else math.nan)
-            has_errors = any(not math.isnan(e) for e in errors)
+            errors = mine["half_width"]
+            error_y = {"type": "data", "array": errors.fillna(0).tolist()} if errors.notna().any() else None
             fig.add_trace(
                 go.Scatter(
-                    x=steps,
-                    y=means,
+                    x=mine["step"].tolist(),
+                    y=mine["mean"].tolist(),
                     mode="lines+markers",
                     name=experiment,
                     legendgroup=experiment,
                     showlegend=col == 1,
-                    line={"color": colour},
-                    error_y={"type": "data", "array": [0 if math.isnan(e) else e for e in errors]}
-                    if has_errors
-                    else None,
+                    line={"color": palette[i % len(palette)]},
+                    error_y=error_y,
                     hovertemplate=f"{experiment}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>",
                 ),
                 row=1,

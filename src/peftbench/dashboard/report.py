@@ -1,157 +1,117 @@
-"""A self-contained HTML report (tables and plotly figures, plotly's JS inlined): opens offline."""
+"""A self-contained HTML report (tables and plotly figures, plotly's JS inlined): opens offline.
+
+The page is templates/report.html (Jinja2, autoescaped); what it shows comes from
+peftbench.analysis.views (`panel`: the table with `tied_with_best` and the frontier; `curve_points`)."""
 
 from __future__ import annotations
 
-import html
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import jinja2
 import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from peftbench.analysis.aggregate import (
-    Loaded,
-    available_metrics,
-    seed_summary,
-    select,
-    task_metrics,
-    tasks_in,
-)
-from peftbench.analysis.pareto import pareto_mask
+from peftbench.analysis.aggregate import Loaded, available_metrics, select, task_metrics, tasks_in
 from peftbench.analysis.ranking import ranking_views
 from peftbench.analysis.views import (
     TIED_COLUMN,
     axes_note,
     base_model_label,
     column_formatters,
+    curve_columns,
+    curve_points,
     default_axes,
-    results_table,
+    panel,
 )
 from peftbench.dashboard.plots import curves_figure, pareto_figure
-from peftbench.results import atomic_write_text
-from peftbench.tasks.base import Metric
+from peftbench.files import atomic_write_text
 
-# Wide tables scroll inside their box, never the page; cells do not wrap, so a row stays one line.
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1.5em; max-width: 1400px;
-       color: #222; }
-h1, h2, h3 { font-weight: 600; }
-table.results { border-collapse: collapse; font-size: 13px; }
-table.results th, table.results td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right;
-                                     white-space: nowrap; }
-table.results th { background: #f4f4f4; position: sticky; top: 0; white-space: normal; }
-table.results td:first-child, table.results th:first-child { text-align: left; }
-.note { color: #666; font-size: 13px; }
-.scroll { max-height: 600px; max-width: 100%; overflow: auto; }
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("peftbench.dashboard", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 
 def _breakable(name: str) -> str:
     return name.replace("_", "_\u200b")
 
 
-def _table_html(runs: pd.DataFrame, metrics: list[Metric], primary: Metric | None) -> str:
-    view = results_table(runs, metrics, primary=primary)
+def _table_html(view: pd.DataFrame) -> str:
     # a zero-width space after each "_" lets long headers (num_trainable_params) wrap there
     formatters = {_breakable(c): f for c, f in column_formatters(view).items()}
-    view.columns = [_breakable(c) for c in view.columns]
+    view = view.set_axis([_breakable(c) for c in view.columns], axis=1)
     return view.to_html(
-        index=False,
-        classes="results",
-        border=0,
-        na_rep="",
-        formatters=formatters,
-        escape=True,
+        index=False, classes="results", border=0, na_rep="", formatters=formatters, escape=True
     )
 
 
-def task_section(loaded: Loaded, task: str) -> str:
-    """HTML of one task: summary line, Pareto plot, results table, training curves of the frontier."""
+def _figure_html(fig, div_id: str) -> str:
+    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id)
+
+
+def task_section(loaded: Loaded, task: str) -> dict[str, Any]:
+    """What the template shows of one task: summary line, Pareto plot, results table, training curves of
+    the frontier."""
     runs = select(loaded.table, task=task)
     metrics, note = task_metrics(task)
     usable = available_metrics(runs, metrics)
-    parts = [f"<h2>{html.escape(task)}</h2>"]
-    models = ", ".join(base_model_label(runs, m) for m in sorted(runs["model_id"].dropna().unique()))
-    parts.append(f"<p>{len(runs)} runs of {runs['experiment_name'].nunique()} experiments; base model: ")
-    parts[-1] += f"{html.escape(models or 'unknown')}</p>"
-    if note:
-        parts.append(f'<p class="note">{html.escape(note)}</p>')
     axes = default_axes(usable, runs)
-    if axes_note(runs, axes):
-        parts.append(f'<p class="note">{html.escape(axes_note(runs, axes))}</p>')
-    experiments = seed_summary(runs, usable)
-    frontier: list[str] = []
-    if axes is not None:
-        x, y = axes
-        fig = pareto_figure(experiments, x=x, y=y)
-        parts.append(pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"pareto-{task}"))
-        mask = pareto_mask(experiments, x=x, y=y)
-        frontier = experiments[mask].sort_values(x.name)["experiment_name"].tolist()
-        parts.append(
-            f'<p class="note">On the frontier of {html.escape(x.name)} and {html.escape(y.name)}: '
-            f"{html.escape(', '.join(frontier))}.</p>"
-        )
-    else:
-        parts.append(
-            '<p class="note">No Pareto plot: no metric of this task has a known direction and values.</p>'
-        )
-    primary = axes[1] if axes else None
-    parts.append("<h3>Results</h3>")
-    if primary is not None:
-        parts.append(
-            f'<p class="note">{TIED_COLUMN}: not significantly different from the best on '
-            f"{html.escape(primary.name)} (5% level, Holm-corrected); ? = cannot tell (one seed and no "
-            "per-item results, or no experiment with 2+ seeds to give the seed variance). yes means not "
-            "shown worse, not as good; one-seed experiments are tested with the task's pooled seed variance "
-            "(docs/statistics.md).</p>"
-        )
-    parts.append(f'<div class="scroll">{_table_html(runs, usable, primary)}</div>')
-    parts.append(ranking_section(runs, primary))
+    view = panel(runs, usable, axes=axes)
     curves = loaded.curves[loaded.curves["task"] == task] if not loaded.curves.empty else loaded.curves
-    if frontier and not curves.empty:
-        parts.append("<h3>Training curves (experiments on the frontier)</h3>")
-        fig = curves_figure(curves, frontier)
-        parts.append(pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"curves-{task}"))
-    return "\n".join(parts)
+    section = {
+        "task": task,
+        "n_runs": len(runs),
+        "n_experiments": runs["experiment_name"].nunique(),
+        "models": ", ".join(base_model_label(runs, m) for m in sorted(runs["model_id"].dropna().unique())),
+        "notes": [n for n in (note, axes_note(runs, axes)) if n],
+        "axes": axes,
+        "frontier": view.frontier,
+        "table_html": _table_html(view.table),
+        "pareto_html": "",
+        "curves_html": "",
+        "ranking": ranking_section(runs, axes[1] if axes else None),
+    }
+    if axes is not None:
+        fig = pareto_figure(view.experiments, x=axes[0], y=axes[1], frontier=view.frontier)
+        section["pareto_html"] = _figure_html(fig, f"pareto-{task}")
+    if view.frontier and not curves.empty:
+        fig = curves_figure(curve_points(curves, view.frontier), curve_columns(curves))
+        section["curves_html"] = _figure_html(fig, f"curves-{task}")
+    return section
 
 
-def ranking_section(runs: pd.DataFrame, metric: Metric | None) -> str:
-    """HTML of the ranking on `metric`: ranks with intervals, the Holm group, seed stability
-    (peftbench.analysis.ranking; the same as `peftbench rank`)."""
-    parts = ["<h3>Ranking</h3>"]
-    for title, table, notes in ranking_views(runs, metric):
-        parts.append(f'<p class="note">{html.escape(title)}</p>')
-        if not table.empty:
-            body = table.to_html(index=False, classes="results", border=0, escape=True)
-            parts.append(f'<div class="scroll">{body}</div>')
-        parts.extend(f'<p class="note">{html.escape(line)}</p>' for line in notes)
-    return "\n".join(parts)
+def ranking_section(runs: pd.DataFrame, metric: Any) -> list[dict[str, Any]]:
+    """The ranking on `metric` (ranks with intervals, the Holm group, seed stability), as
+    `peftbench rank` prints it: one entry per variant (peftbench.analysis.ranking)."""
+    return [
+        {
+            "title": title,
+            "table_html": "" if table.empty else table.to_html(index=False, classes="results", border=0),
+            "notes": notes,
+        }
+        for title, table, notes in ranking_views(runs, metric)
+    ]
 
 
 def build_report(loaded: Loaded, *, title: str = "peftbench report") -> str:
     """The whole HTML page. Plotly's JS is inlined once, in the head, so the page works offline."""
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="note">{html.escape(loaded.summary)}; written {created}</p>',
-    ]
-    for warning in loaded.warnings:
-        body.append(f'<p class="note">warning: {html.escape(warning)}</p>')
-    tasks = tasks_in(loaded.table)
-    if not tasks:
-        body.append("<p>No results yet.</p>")
-    body.extend(task_section(loaded, task) for task in tasks)
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-        f"<body>{''.join(body)}</body></html>\n"
+    return _TEMPLATES.get_template("report.html").render(
+        title=title,
+        summary=loaded.summary,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        warnings=loaded.warnings,
+        sections=[task_section(loaded, task) for task in tasks_in(loaded.table)],
+        tied_column=TIED_COLUMN,
+        plotly_js=get_plotlyjs(),
     )
 
 
 def write_report(loaded: Loaded, path: Path, *, title: str = "peftbench report") -> Path:
     """Write the report atomically; returns the absolute path."""
-    text = build_report(loaded, title=title)
-    atomic_write_text(path, text)
+    atomic_write_text(path, build_report(loaded, title=title))
     return path.resolve()

@@ -26,7 +26,8 @@ from pathlib import Path
 from peftbench.analysis.variant import run_variant
 from peftbench.config import read_json_object
 from peftbench.errors import BadInput
-from peftbench.experiment import DEFAULT_PARAMS, Experiment, config_hashes, discover
+from peftbench.experiment import Experiment, config_hashes, discover
+from peftbench.files import DEFAULT_PARAMS, TEMPORARY_RESULTS
 from peftbench.results import load_result
 
 # seconds by which a config must be newer than its result to count as touched (see the module doc);
@@ -79,7 +80,7 @@ def run_state(run: Run, *, include_temporary: bool = False) -> RunState:
 
 def _temporary_results(run: Run) -> list[Path]:
     """The run's files in temporary_results/, newest first (`<stem>--<timestamp>.json`)."""
-    folder = run.experiment.task_dir / "temporary_results"
+    folder = run.experiment.task_dir / TEMPORARY_RESULTS
     # an exact pattern: a glob on "<stem>--*" would also take seed 1's files for seed 0
     # (the time may carry fractions of a second: only its leading date is fixed)
     pattern = re.compile(re.escape(run.stem) + r"--\d{4}-\d\d-\d\dT[\d-]+\.json")

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import BadInput
-from peftbench.experiment import RESULT_DIRS, Experiment, config_hashes
+from peftbench.experiment import Experiment, config_hashes
+from peftbench.files import RESULT_DIRS
 from peftbench.progress import PROGRESS_FILE_ENV
 from peftbench.results import atomic_write_json, final_metrics
 from peftbench.sweep.driver import RunReport

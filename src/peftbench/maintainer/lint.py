@@ -20,14 +20,13 @@ from typing import Any, Literal
 from peftbench.config import TrainConfig, build_config, read_json_object
 from peftbench.errors import BadInput, did_you_mean
 from peftbench.experiment import (
-    DEFAULT_PARAMS,
-    RESULT_DIRS,
     Experiment,
     config_hashes,
     discover,
     load_peft_config,
     resolve_experiment,
 )
+from peftbench.files import ADAPTER_CONFIG, DEFAULT_PARAMS, EXPERIMENTS, RESULT_DIRS
 from peftbench.results import load_result
 
 Level = Literal["error", "warning"]
@@ -401,9 +400,7 @@ def check_edited(
     drift: list[tuple[str, Any, Any]] = []
     if (recorded_peft is None) != (peft_config is None):
         was = "full fine-tuning" if recorded_peft is None else "an adapter"
-        changes.append(
-            ("adapter_config.json", was, "full fine-tuning" if peft_config is None else "an adapter")
-        )
+        changes.append((ADAPTER_CONFIG, was, "full fine-tuning" if peft_config is None else "an adapter"))
     elif peft_config is not None:
         file_keys = set(read_json_object(exp.adapter_config_path))
         edits, drift = _peft_differences(recorded_peft, peft_config, file_keys=file_keys)
@@ -590,7 +587,7 @@ def _targets(paths: Sequence[str | Path]) -> dict[Path, list[Experiment] | None]
         if path.is_dir() and (path / DEFAULT_PARAMS).is_file():
             targets[path.absolute()] = None
             continue
-        if path.is_dir() and path.parent.name == "experiments" and not path.is_symlink():
+        if path.is_dir() and path.parent.name == EXPERIMENTS and not path.is_symlink():
             folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         else:  # one experiment folder
             folders = [path]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from peftbench.commands.list_ import add_selection_arguments
+from peftbench.commands.list_cmd import add_selection_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +99,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from peftbench.commands.list_ import listing
+    from peftbench.commands.list_cmd import listing
     from peftbench.sweep.driver import FAILED, log_tail, run_sweep, summary_table
     from peftbench.sweep.pending import parse_seeds, plan, run_state
 

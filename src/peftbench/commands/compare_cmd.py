@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import Any
 
 # the metric with per-item data (peftbench.analysis.stats.ACCURACY_COLUMN; not imported: scipy is slow)
 ACCURACY = "test_accuracy"
@@ -95,6 +94,7 @@ def _allow_intermixed(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from peftbench.analysis import comparisons
     from peftbench.analysis.stats import DEFAULT_BOOTSTRAP
     from peftbench.commands._results import load_reporting_warnings
     from peftbench.errors import BadInput
@@ -112,26 +112,26 @@ def main(args: argparse.Namespace) -> int:
     else:
         paths, experiments = args.args, None
     loaded = load_reporting_warnings(paths, include_temporary=args.include_temporary)
-    table: pd.DataFrame = select_task(loaded.table, task=args.task, paths=paths)
+    table: pd.DataFrame = comparisons.select_task(loaded.table, task=args.task, paths=paths)
     options = {
         "n_boot": n_boot,
         "rng_seed": args.rng_seed,
         "method": args.method,
     }
-    _check_metric(table, args.metric)
+    comparisons.check_metric(table, args.metric)
     if args.metric != ACCURACY:
         if args.method != "auto":
             raise BadInput(f"--method applies to test_accuracy only; {args.metric} uses Welch's t-test")
         options = {}
     if experiments is not None:
-        compare = compare_two if args.metric == ACCURACY else compare_two_metric
+        compare = comparisons.compare_two if args.metric == ACCURACY else comparisons.compare_two_metric
         result = compare(table, *experiments, confidence=confidence, **options, **_metric_arg(args.metric))
-        print(render_pair(result, fmt=args.format))
+        print(render(result, fmt=args.format))
     else:
-        compare = compare_all if args.metric == ACCURACY else compare_all_metric
+        compare = comparisons.compare_all if args.metric == ACCURACY else comparisons.compare_all_metric
         baseline = experiment_id(args.baseline)
         result = compare(table, baseline, alpha=alpha, **options, **_metric_arg(args.metric))
-        print(render_baseline(result, fmt=args.format))
+        print(render(result, fmt=args.format))
     return 0
 
 
@@ -161,27 +161,6 @@ def _metric_arg(metric: str) -> dict[str, str]:
     return {} if metric == ACCURACY else {"metric": metric}
 
 
-def _check_metric(table, metric: str) -> None:
-    """The metric must be a numeric column with values: BadInput naming the close ones otherwise."""
-    import pandas as pd
-
-    from peftbench.errors import BadInput, did_you_mean
-
-    numeric = [
-        c
-        for c in table.columns
-        if pd.api.types.is_numeric_dtype(table[c])
-        and not pd.api.types.is_bool_dtype(table[c])
-        and table[c].notna().any()
-    ]
-    if metric not in table.columns or metric not in numeric:
-        known = [c for c in numeric if c not in ("seed",)]
-        raise BadInput(
-            f'no values of metric "{metric}" in these results{did_you_mean(metric, known)}; '
-            f"numeric columns: {', '.join(known)}"
-        )
-
-
 def experiment_id(text: str) -> str:
     """ "<method>/<name>" from an experiment name or an experiment folder path."""
     parts = [p for p in text.replace("\\", "/").split("/") if p]
@@ -189,227 +168,6 @@ def experiment_id(text: str) -> str:
         index = len(parts) - 1 - parts[::-1].index("experiments")
         parts = parts[index + 1 :]
     return "/".join(parts)
-
-
-def select_task(table, *, task: str | None, paths: list[str]):
-    """The runs of one task: --task, or the only task present."""
-    from peftbench.errors import BadInput, did_you_mean
-
-    if table.empty:
-        raise BadInput(f"no successful runs found in {', '.join(paths)}")
-    tasks = sorted(table["task"].unique())
-    if task is not None:
-        if task not in tasks:
-            raise BadInput(f'no runs of task "{task}"{did_you_mean(task, tasks)}; found: {", ".join(tasks)}')
-        return table[table["task"] == task]
-    if len(tasks) > 1:
-        raise BadInput(
-            f"the folders hold results of several tasks ({', '.join(tasks)}); choose one with --task"
-        )
-    return table
-
-
-def _runs_of(table, experiment: str):
-    from peftbench.errors import BadInput, did_you_mean
-
-    group = table[table["experiment_name"] == experiment]
-    if group.empty:
-        names = sorted(table["experiment_name"].unique())
-        raise BadInput(f'no successful runs of experiment "{experiment}"{did_you_mean(experiment, names)}')
-    return group.sort_values("seed")
-
-
-def _check_same_variant(table, exp_a: str, exp_b: str) -> None:
-    """A quick or shortened run answers another question than a full one: BadInput when they differ."""
-    from peftbench.analysis.variant import variant_name
-    from peftbench.errors import BadInput
-
-    a, b = (_runs_of(table, e)["variant"].iloc[0] for e in (exp_a, exp_b))
-    if a != b:
-        raise BadInput(
-            f"{exp_a} is a {variant_name(a)} run and {exp_b} a {variant_name(b)} run: only runs of the same "
-            "variant (full, --quick, --set) can be compared"
-        )
-
-
-def _accuracy_interval(runs, confidence: float):
-    """Accuracy of one experiment: t-interval across seeds, or Wilson over the items of one run."""
-    from peftbench.analysis.stats import t_interval, wilson_interval
-
-    if len(runs) == 1:
-        correct = runs[0].correct
-        return wilson_interval(int(correct.sum()), len(correct), confidence=confidence), "Wilson, items"
-    return t_interval([r.accuracy for r in runs], confidence=confidence), "t, seeds"
-
-
-def compare_two(
-    table, exp_a: str, exp_b: str, *, confidence: float, n_boot: int, rng_seed: int, method: str = "auto"
-) -> dict:
-    """Paired comparison of two experiments of the runs table, as a plain dict for rendering."""
-    from dataclasses import asdict
-
-    from peftbench.analysis.stats import item_runs, paired_comparison
-
-    _check_same_variant(table, exp_a, exp_b)
-    a_runs, b_runs = item_runs(_runs_of(table, exp_a)), item_runs(_runs_of(table, exp_b))
-    res = paired_comparison(
-        a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed, method=method
-    )
-    experiments = []
-    for name, runs in ((exp_a, a_runs), (exp_b, b_runs)):
-        interval, kind = _accuracy_interval(runs, confidence)
-        experiments.append(
-            {
-                "experiment": name,
-                "mean": interval.mean,
-                "low": interval.low,
-                "high": interval.high,
-                "interval": kind,
-                "seeds": [r.seed for r in runs],
-            }
-        )
-    return {
-        "task": table["task"].iloc[0],
-        "metric": ACCURACY,
-        "a": exp_a,
-        "b": exp_b,
-        "experiments": experiments,
-        **asdict(res),
-    }
-
-
-def compare_two_metric(table, exp_a: str, exp_b: str, *, metric: str, confidence: float) -> dict:
-    """Welch comparison of one metric across the seeds of two experiments, as a plain dict."""
-    from dataclasses import asdict
-
-    import pandas as pd
-
-    from peftbench.analysis.stats import t_interval, welch_comparison
-
-    _check_same_variant(table, exp_a, exp_b)
-    groups = {name: _runs_of(table, name) for name in (exp_a, exp_b)}
-    values = {name: pd.to_numeric(g[metric], errors="coerce").tolist() for name, g in groups.items()}
-    res = welch_comparison(values[exp_a], values[exp_b], confidence=confidence)
-    experiments = []
-    for name, group in groups.items():
-        interval = t_interval(values[name], confidence=confidence)
-        experiments.append(
-            {
-                "experiment": name,
-                "mean": interval.mean,
-                "low": interval.low,
-                "high": interval.high,
-                "interval": "t, seeds",
-                "seeds": [int(s) for s in group["seed"]],
-            }
-        )
-    return {
-        "task": table["task"].iloc[0],
-        "metric": metric,
-        "a": exp_a,
-        "b": exp_b,
-        "experiments": experiments,
-        "n_items": None,
-        "only_a": None,
-        "only_b": None,
-        **asdict(res),
-    }
-
-
-def compare_all(
-    table, baseline: str, *, alpha: float, n_boot: int, rng_seed: int, method: str = "auto"
-) -> dict:
-    """Every experiment of the baseline's variant against `baseline`; the others get a note."""
-    from peftbench.analysis.stats import compare_to_baseline, item_runs
-    from peftbench.errors import BadInput
-
-    table, other_variants = same_variant(table, baseline)
-    base_runs = item_runs(_runs_of(table, baseline))
-    runs, missing = {baseline: base_runs}, []
-    for name, group in table.groupby("experiment_name", sort=True):
-        if name == baseline:
-            continue
-        try:
-            runs[name] = item_runs(group.sort_values("seed"))
-        except BadInput as exc:
-            missing.append({"experiment": name, "n_seeds": len(group), "note": str(exc)})
-    if len(runs) == 1 and not missing:
-        raise BadInput(f'only the baseline "{baseline}" has runs of its variant: nothing to compare with')
-    result = compare_to_baseline(runs, baseline, alpha=alpha, n_boot=n_boot, rng_seed=rng_seed, method=method)
-    result = result.rename(columns={"acc": "mean", "acc_baseline": "mean_baseline"})
-    return {
-        "task": table["task"].iloc[0],
-        "metric": ACCURACY,
-        "baseline": baseline,
-        "baseline_seeds": len(base_runs),
-        "confidence": 1 - alpha,
-        "alpha": alpha,
-        "comparisons": [_clean(r) for r in result.to_dict(orient="records")],
-        "without_per_item_data": missing,
-        "other_variants": other_variants,
-    }
-
-
-def compare_all_metric(table, baseline: str, *, metric: str, alpha: float) -> dict:
-    """Every experiment of the baseline's variant against `baseline` on one metric (Welch across seeds)."""
-    import pandas as pd
-
-    from peftbench.analysis.aggregate import task_metrics
-    from peftbench.analysis.stats import welch_to_baseline
-
-    task = table["task"].iloc[0]
-    table, other_variants = same_variant(table, baseline)
-    base_group = _runs_of(table, baseline)
-    values = {
-        name: pd.to_numeric(group[metric], errors="coerce").tolist()
-        for name, group in table.groupby("experiment_name", sort=True)
-    }
-    result = welch_to_baseline(values, baseline, alpha=alpha)
-    # best first: the task plug-in says which way is better (common metrics when it has no plug-in)
-    higher = next((m.higher_is_better for m in task_metrics(task)[0] if m.name == metric), True)
-    result = result.sort_values("diff", ascending=not higher, na_position="last", kind="stable")
-    return {
-        "task": task,
-        "metric": metric,
-        "baseline": baseline,
-        "baseline_seeds": len(base_group),
-        "confidence": 1 - alpha,
-        "alpha": alpha,
-        "comparisons": [_clean(r) for r in result.to_dict(orient="records")],
-        "without_per_item_data": [],
-        "other_variants": other_variants,
-    }
-
-
-def same_variant(table, experiment: str):
-    """The runs of `experiment`'s variant (full, quick, shortened), and a note per experiment of another
-    variant: a quick run is never tested against a full one."""
-    from peftbench.analysis.variant import variant_name
-
-    variant = _runs_of(table, experiment)["variant"].iloc[0]
-    others = table[table["variant"] != variant]
-    notes = [
-        {
-            "experiment": name,
-            "note": f'variant "{variant_name(v)}", the baseline\'s is "{variant_name(variant)}"',
-        }
-        for name, v in others.groupby("experiment_name", sort=True)["variant"].first().items()
-    ]
-    return table[table["variant"] == variant], notes
-
-
-def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    """NaN and pandas NA as None, numpy scalars as Python ones (for JSON)."""
-    import pandas as pd
-
-    out = {}
-    for key, value in row.items():
-        if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-            value = None
-        elif hasattr(value, "item"):
-            value = value.item()
-        out[key] = value
-    return out
 
 
 # ---- rendering -------------------------------------------------------------------------------
@@ -440,12 +198,17 @@ def _formatter(metric: str):
     return fmt
 
 
-def render_pair(result: dict, *, fmt: str) -> str:
+def render(result: dict, *, fmt: str) -> str:
+    """The result of `compare_two*` or `compare_all*` (peftbench.analysis.comparisons) as text, a
+    Markdown table or JSON."""
     if fmt == "json":
         return json.dumps(result, indent=2, default=float)
-    md = fmt == "markdown"
+    render_as = _render_baseline if "baseline" in result else _render_pair
+    return render_as(result, md=fmt == "markdown", level=f"{round(result['confidence'] * 100)}%")
+
+
+def _render_pair(result: dict, *, md: bool, level: str) -> str:
     metric, num = result["metric"], _formatter(result["metric"])
-    level = f"{round(result['confidence'] * 100)}%"
 
     def ci(low, high, *, sign=False):
         return "-" if low is None or high is None else f"[{num(low, sign=sign)}, {num(high, sign=sign)}]"
@@ -486,12 +249,8 @@ def _method_lines(methods: list[str]) -> list[str]:
     return lines
 
 
-def render_baseline(result: dict, *, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(result, indent=2, default=float)
-    md = fmt == "markdown"
+def _render_baseline(result: dict, *, md: bool, level: str) -> str:
     metric, num = result["metric"], _formatter(result["metric"])
-    level = f"{round(result['confidence'] * 100)}%"
     rows, notes = [], []
     for c in result["comparisons"]:
         if c["p_value"] is None:

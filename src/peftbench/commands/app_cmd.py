@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_results(root: Path = Path("benchmarks")) -> list[Path]:
     """The task folders under `root`: those with a default_training_params.json or named after a
-    registered task. Other folders (benchmarks/perf, the perf harness's code and JSON) are not tasks."""
+    registered task. Other folders (code, JSON files that are not results) are not tasks."""
     from peftbench.errors import BadInput
-    from peftbench.experiment import DEFAULT_PARAMS
+    from peftbench.files import DEFAULT_PARAMS
     from peftbench.tasks import available_tasks
 
     if not root.is_dir():

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from peftbench.lint import check, default_paths
+    from peftbench.maintainer.lint import check, default_paths
 
     tic = time.perf_counter()
     run = check(args.paths or default_paths(), progress=_bar if sys.stderr.isatty() else None)

@@ -6,7 +6,7 @@ the fixed cost per run (interpreter start, imports, model load) dominates, which
 runs and Ray have to amortise. `--task benchmarks/tinymath --filter ...` measures a real task instead
 (with --quick).
 
-    python benchmarks/perf/bench_sweep.py [--task DIR --filter GLOBS] [--repeat 1] [--no-ray]
+    python perf/bench_sweep.py [--task DIR --filter GLOBS] [--repeat 1] [--no-ray]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 
 # one child process: how long the imports and the model load of a run take, measured from inside

@@ -1,6 +1,6 @@
 """The project's experiment catalogue: one default adapter config per PEFT method, sized to a base model.
 
-`python -m peftbench.catalogue benchmarks/<task>` writes
+`peftbench catalogue benchmarks/<task>` writes
 `benchmarks/<task>/experiments/<method>/<base-model-short>-<variant>/adapter_config.json` (and a
 `training_params.json` with the differences from the task's defaults where a method needs them) for
 every PEFT method of the installed peft that can adapt a LlamaForCausalLM, plus full fine-tuning
@@ -18,7 +18,7 @@ needs something the runner does not provide is listed in `EXCLUDED` with the rea
 adds, beside the rule's experiment, a copy at a learning rate chosen on the validation split
 (`tuned_entries`).
 
-    python -m peftbench.catalogue benchmarks/tinymath \
+    peftbench catalogue benchmarks/tinymath \
         --model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3 \
         --tuned-lrs benchmarks/tinymath/tuned_lrs.json
 """
@@ -29,18 +29,14 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peftbench.config import read_json_object
 from peftbench.errors import BadInput, did_you_mean
-
-ADAPTER_CONFIG = "adapter_config.json"
-TRAINING_PARAMS = "training_params.json"
-DEFAULT_PARAMS = "default_training_params.json"
+from peftbench.files import ADAPTER_CONFIG, DEFAULT_PARAMS, EXPERIMENTS, TRAINING_PARAMS, atomic_write_text
 
 REFERENCE_DEFAULT_LR = 1e-4  # the reference's MetaMathQA default_training_params.json
 LR_CAP = 0.05  # scaled learning rates stop here (see Scale.lr)
@@ -438,10 +434,7 @@ def write_catalogue(
         if text is None:
             path.unlink(missing_ok=True)
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return changed
 
 
@@ -477,70 +470,33 @@ def _scale_for(args: argparse.Namespace, task_dir: Path, *, default_lr: float) -
     return BUILTIN_SCALES[name]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m peftbench.catalogue", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("task_dir", help="the task folder, e.g. benchmarks/MetaMathQA")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--scale", default=LLAMA_3_2_3B.prefix, help="a built-in base model scale (default: %(default)s)"
-    )
-    group.add_argument("--model-config", help="size the configs from this transformers config.json instead")
-    parser.add_argument(
-        "--prefix", help="experiment name prefix with --model-config (default: the task's base_model_short)"
-    )
-    parser.add_argument(
-        "--full-finetuning-lr",
-        type=float,
-        help="with --model-config: full fine-tuning's lr (default: the reference's scaled like the others)",
-    )
-    parser.add_argument(
-        "--tuned-lrs",
-        help='JSON file {"<method>/<name>": lr}: add each experiment again at this lr',
-    )
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file differs")
-    return parser  # fmt: skip
-
-
-def main(argv: list[str] | None = None, *, print_fn: Callable[..., None] = print) -> int:
-    args = build_parser().parse_args(argv)
+def regenerate(args: argparse.Namespace) -> tuple[int, list[Path], Path]:
+    """`peftbench catalogue`'s work (peftbench.commands.catalogue_cmd has the options): read the task's
+    defaults, size the catalogue, write it (or with `args.check` only compare). Returns the number of
+    experiments, the files that differ (written or removed unless checking) and the experiments folder."""
+    task_dir = Path(args.task_dir)
+    defaults_path = task_dir / DEFAULT_PARAMS
+    if not defaults_path.is_file():
+        raise BadInput(f"{task_dir}: not a task folder (no {DEFAULT_PARAMS})")
     try:
-        task_dir = Path(args.task_dir)
-        defaults_path = task_dir / DEFAULT_PARAMS
-        if not defaults_path.is_file():
-            raise BadInput(f"{task_dir}: not a task folder (no {DEFAULT_PARAMS})")
-        try:
-            defaults = json.loads(defaults_path.read_text(encoding="utf-8"))
-            max_steps = int(defaults["max_steps"])
-            default_lr = float(defaults.get("optimizer_kwargs", {}).get("lr", REFERENCE_DEFAULT_LR))
-            if not default_lr > 0:
-                raise ValueError(f"lr {default_lr} is not positive")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BadInput(f"{defaults_path}: needs an integer max_steps and a numeric lr ({exc})") from None
-        scale = _scale_for(args, task_dir, default_lr=default_lr)
-        try:
-            tuned = read_json_object(Path(args.tuned_lrs)) if args.tuned_lrs else None
-        except BadInput as exc:
-            raise BadInput(f"--tuned-lrs: {exc}") from None
-        entries = catalogue(
-            scale,
-            max_steps=max_steps,
-            tuned_lrs=tuned,
-            default_optimizer_kwargs=defaults.get("optimizer_kwargs", {}),
-        )
-        experiments_dir = task_dir / "experiments"
-        changed = write_catalogue(entries, scale, experiments_dir=experiments_dir, check=args.check)
+        defaults = json.loads(defaults_path.read_text(encoding="utf-8"))
+        max_steps = int(defaults["max_steps"])
+        default_lr = float(defaults.get("optimizer_kwargs", {}).get("lr", REFERENCE_DEFAULT_LR))
+        if not default_lr > 0:
+            raise ValueError(f"lr {default_lr} is not positive")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadInput(f"{defaults_path}: needs an integer max_steps and a numeric lr ({exc})") from None
+    scale = _scale_for(args, task_dir, default_lr=default_lr)
+    try:
+        tuned = read_json_object(Path(args.tuned_lrs)) if args.tuned_lrs else None
     except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.check:
-        for path in changed:
-            print_fn(f"out of date: {path}")
-        return 1 if changed else 0
-    print_fn(f"{len(entries)} experiments in {experiments_dir} ({len(changed)} files written or removed)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        raise BadInput(f"--tuned-lrs: {exc}") from None
+    entries = catalogue(
+        scale,
+        max_steps=max_steps,
+        tuned_lrs=tuned,
+        default_optimizer_kwargs=defaults.get("optimizer_kwargs", {}),
+    )
+    experiments_dir = task_dir / EXPERIMENTS
+    changed = write_catalogue(entries, scale, experiments_dir=experiments_dir, check=args.check)
+    return len(entries), changed, experiments_dir

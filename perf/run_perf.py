@@ -8,8 +8,8 @@ run as a fraction of a quick-variant run; run time against max_steps, validation
 --jobs. Repetitions are interleaved (A B, then B A) and medians reported, because the machine is
 shared and noisy. Prints a table of ratios and writes JSON.
 
-    python benchmarks/perf/run_perf.py                      # the embedded benchmark, a few minutes
-    python benchmarks/perf/run_perf.py --quick --out x.json # tiny sizes, seconds (the smoke test)
+    python perf/run_perf.py                      # the embedded benchmark, a few minutes
+    python perf/run_perf.py --quick --out x.json # tiny sizes, seconds (the smoke test)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TASK = REPO / "benchmarks" / "tinymath"
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEMA = "peftbench-perf/1"
@@ -622,7 +622,7 @@ def measure_sweep(b: Bench, sizes: Sizes) -> dict[str, Any]:
     variant is cut to 2 steps: what parallel jobs have to share is each run's fixed work (start-up,
     test generation, forgetting), and the real quick variant would make this section take an hour."""
     try:
-        import peftbench.commands.sweep  # noqa: F401
+        import peftbench.commands.sweep_cmd  # noqa: F401
     except ImportError:
         return {"skipped": "no `peftbench sweep` command in this checkout"}
     seeds = ",".join(str(100 + i) for i in range(sizes.sweep_runs))

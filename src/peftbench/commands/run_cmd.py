@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from peftbench.commands.config import add_set_option
+from peftbench.commands.config_cmd import add_set_option
 from peftbench.signals import Cancellation
 
 
