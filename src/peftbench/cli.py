@@ -28,7 +28,7 @@ SUMMARIES = {
     "table": "print the results table (csv, markdown, json)",
     "pareto": "print the Pareto frontier of two metrics",
     "compare": "compare two experiments with confidence intervals and paired tests",
-    "tune": "search hyperparameters with the same budget for every experiment (validation only)",
+    "tune": "search hyperparameters, the same budget for every experiment",
     "rank": "rank experiments with rank intervals, the group tied with the best, seed stability",
 }
 # What a maintainer runs (peftbench.maintainer and the embedded model), listed apart in the help.
