@@ -20,6 +20,7 @@ from peftbench.analysis.stats import (
     item_runs,
     paired_comparison,
     t_interval,
+    task_seed_variance,
     welch_comparison,
     welch_to_baseline,
     wilson_interval,
@@ -122,9 +123,14 @@ def compare_two(
     interval (t across seeds, or Wilson over the items of one run)."""
     _check_same_variant(table, exp_a, exp_b)
     a_runs, b_runs = item_runs(runs_of(table, exp_a)), item_runs(runs_of(table, exp_b))
+    # the task's run-to-run spread, from its experiments with 2+ seeds of the same variant: a one-seed
+    # side then compares methods, not two runs (docs/statistics.md, "Seed variance")
+    variant, _ = same_variant(table, exp_a)
+    seed_variance = task_seed_variance(dict(tuple(variant.groupby("experiment_name"))))
     res = paired_comparison(
-        a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed, method=method
-    )
+        a_runs, b_runs, confidence=confidence, n_boot=n_boot, rng_seed=rng_seed, method=method,
+        seed_variance=seed_variance,
+    )  # fmt: skip
     experiments = []
     for name, runs in ((exp_a, a_runs), (exp_b, b_runs)):
         interval, kind = _accuracy_interval(runs, confidence)

@@ -529,8 +529,10 @@ def compare_to_baseline(
     n_boot: int = DEFAULT_BOOTSTRAP,
     rng_seed: int = 0,
     method: Method = "auto",
+    seed_variance: SeedVariance | None = None,
 ) -> pd.DataFrame:
     """Compare every experiment in `runs` (name -> its runs) with `baseline`, Holm-corrected.
+    `seed_variance` (default: estimated from `runs`) stands in for the seeds a one-seed side lacks.
 
     One row per other experiment, best first: acc, acc_baseline, diff (experiment minus baseline),
     then the Holm-adjusted columns of `holm_adjust`: low/high (the interval at `level`, which
@@ -541,7 +543,8 @@ def compare_to_baseline(
     """
     if baseline not in runs:
         raise BadInput(f'baseline "{baseline}" has no runs{did_you_mean(baseline, runs)}')
-    options = {"n_boot": n_boot, "rng_seed": rng_seed, "method": method}
+    seed_variance = seed_variance or estimate_seed_variance(runs)
+    options = {"n_boot": n_boot, "rng_seed": rng_seed, "method": method, "seed_variance": seed_variance}
 
     def compare(name: str, confidence: float) -> PairedComparison:
         return paired_comparison(runs[name], runs[baseline], confidence=confidence, **options)
@@ -742,7 +745,7 @@ def _best_within(
         return pd.DataFrame()
     best = means.idxmax() if higher_is_better else means.idxmin()
     groups = {name: group for name, group in data.groupby(experiment_col, sort=True)}
-    pooled = _task_seed_variance(groups) if metric == ACCURACY_COLUMN else None
+    pooled = task_seed_variance(groups) if metric == ACCURACY_COLUMN else None
     rows = {}
     for name, mean in means.items():
         group = groups[name]
@@ -803,7 +806,7 @@ def item_runs(group: pd.DataFrame) -> list[ItemRun]:
     return out
 
 
-def _task_seed_variance(groups: Mapping[str, pd.DataFrame]) -> SeedVariance | None:
+def task_seed_variance(groups: Mapping[str, pd.DataFrame]) -> SeedVariance | None:
     """The seed variance of test accuracy pooled over the experiments with 2+ seeds and per-item data."""
     runs = {}
     for name, group in groups.items():
