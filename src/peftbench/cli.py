@@ -27,6 +27,7 @@ COMMANDS = {
     "pareto": "pareto",
     "compare": "compare",
     "make-base-model": "make_base_model",
+    "inference": "inference",
 }
 
 # One-line descriptions for the top-level help, kept here so that help imports nothing heavy.
@@ -42,6 +43,7 @@ SUMMARIES = {
     "pareto": "print the Pareto frontier of two metrics",
     "compare": "compare two experiments with confidence intervals and paired tests",
     "make-base-model": "rebuild the embedded benchmark's tiny base model and tokenizer",
+    "inference": "measure inference overhead and check capabilities (merge, compile, ...) of experiments",
 }
 
 

@@ -34,6 +34,7 @@ from peftbench.analysis.views import (
     human_of,
     results_table,
 )
+from peftbench.dashboard.inference import inference_panel
 from peftbench.dashboard.plots import curves_figure, message_figure, pareto_figure
 from peftbench.errors import BadInput
 
@@ -256,6 +257,7 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
             column_widths=["30%", "35%", "35%"],
             elem_id="diff-table",
         )
+        inference_panel(loaded)
 
         def on_task(task):
             current = state["loaded"]

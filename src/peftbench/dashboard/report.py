@@ -27,6 +27,7 @@ from peftbench.analysis.views import (
     default_axes,
     results_table,
 )
+from peftbench.dashboard.inference import inference_section
 from peftbench.dashboard.plots import curves_figure, pareto_figure
 from peftbench.results import atomic_write_text
 from peftbench.tasks.base import Metric
@@ -110,6 +111,7 @@ def task_section(loaded: Loaded, task: str) -> str:
         parts.append("<h3>Training curves (experiments on the frontier)</h3>")
         fig = curves_figure(curves, frontier)
         parts.append(pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"curves-{task}"))
+    parts.append(inference_section(loaded, task))
     return "\n".join(parts)
 
 
