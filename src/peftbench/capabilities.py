@@ -119,7 +119,9 @@ def two_adapter_model(s: Subject) -> tuple[Any, torch.Tensor, torch.Tensor]:
     first = logits(model, s.batch)
     model.add_adapter("second", copy.deepcopy(s.peft_config))
     model.set_adapter("second")
-    if not perturb(model, seed=1, adapter="second"):
+    # by name; methods that keep only the active adapter in the model (adaption prompt) name its weights
+    # alike, and set_adapter left only the active adapter's weights trainable
+    if not (perturb(model, seed=1, adapter="second") or perturb(model, seed=1)):
         raise CheckFailed("the second adapter has no weights of its own")
     second = logits(model, s.batch)
     model.set_adapter("default")
@@ -197,8 +199,12 @@ def check_target(s: Subject, layer_type: str) -> str:
     """get_peft_model with the experiment's config aimed at one probe layer."""
     from peft import get_peft_model
 
-    if getattr(s.peft_config, "is_prompt_learning", False) or not hasattr(s.peft_config, "target_modules"):
-        raise NotTested(f"{s.peft_config.peft_type} does not target layers")
+    if any(
+        getattr(s.peft_config, a, False) for a in ("is_prompt_learning", "is_adaption_prompt")
+    ) or not hasattr(s.peft_config, "target_modules"):
+        raise NotTested(
+            f"{getattr(s.peft_config.peft_type, 'value', s.peft_config.peft_type)} does not target layers"
+        )
     config = copy.deepcopy(s.peft_config)
     config.target_modules = {f"layer_{layer_type}"}
     config.task_type = None

@@ -16,6 +16,9 @@ from peftbench.tasks.base import Metric
 
 RESULTS_DIR = "inference_results"  # peftbench.inference.RESULTS_DIR (that module imports torch)
 KNOWN_SCHEMA_VERSIONS = (1,)
+RECORD_KIND = "peftbench-inference"
+REQUIRED_KEYS = ("experiment_name", "task_name", "versions", "variants", "ratios", "capabilities", "error")
+STATUSES = ("yes", "no", "not tested")
 # overhead columns: a variant's median per-token decode time (or prefill time) / the base model's
 OVERHEAD_METRICS = (
     Metric("merged_decode_overhead", "lower", "merged decode time / base"),
@@ -40,11 +43,27 @@ def read_records(files: Iterable[Path]) -> tuple[list[dict[str, Any]], list[str]
         except (OSError, ValueError) as exc:
             warnings.append(f"skipped {file}: {exc}")
             continue
-        if not isinstance(data, dict) or data.get("schema_version") not in KNOWN_SCHEMA_VERSIONS:
-            warnings.append(f"skipped {file}: not an inference record of a known schema version")
+        problem = record_problem(data)
+        if problem:
+            warnings.append(f"skipped {file}: {problem}")
             continue
         records.append(data)
     return records, warnings
+
+
+def record_problem(data: Any) -> str:
+    """What makes `data` no inference record of a known schema version ("" when it is one)."""
+    if not isinstance(data, dict) or data.get("kind") != RECORD_KIND:
+        return "not an inference record"
+    if data.get("schema_version") not in KNOWN_SCHEMA_VERSIONS:
+        return f"unknown schema_version {data.get('schema_version')!r}"
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for name, cell in (data["capabilities"] or {}).items():
+        if not isinstance(cell, dict) or cell.get("status") not in STATUSES:
+            return f'capability "{name}": status must be one of {", ".join(STATUSES)}'
+    return ""
 
 
 def overhead_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +150,7 @@ def markdown_table(overhead: pd.DataFrame, matrix: pd.DataFrame) -> str:
         "unmerged prefill",
         *capabilities,
     ]
+    view = view.astype(object).where(view.notna(), None)  # NaN ratios: none measured (no merged variant)
     return view.to_markdown(index=False, floatfmt=".3f", missingval="–")
 
 
