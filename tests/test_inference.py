@@ -265,3 +265,95 @@ def test_table_command_and_views(task_dir, capsys):
     assert joined.loc["lora/toy-rank4", "test_accuracy"] == 0.5
     assert joined.loc["lora/toy-rank4", "merged_prefill_overhead"] > 0
     assert pd.isna(joined.loc["full-finetuning/toy-default", "merged_decode_overhead"])
+
+
+# ---------------------------------------------------------------- the app's view, in a browser
+
+
+def inference_record(experiment: str, *, task: str, unmerged: float, merged: float | None) -> dict:
+    """A record with the structure `peftbench inference` writes (ratios chosen for the test)."""
+    cells = {name: {"status": "yes", "reason": None, "detail": "test"} for name in caps.CAPABILITIES}
+    if merged is None:
+        cells["merge"] = {"status": "no", "reason": "AttributeError: cannot merge", "detail": None}
+    ratios = {"unmerged": {"decode_s_per_token": unmerged, "prefill_s": unmerged}}
+    if merged is not None:
+        ratios["merged"] = {"decode_s_per_token": merged, "prefill_s": merged}
+    return {
+        "schema_version": 1,
+        "kind": "peftbench-inference",
+        "experiment_name": experiment,
+        "task_name": task,
+        "versions": {"peft": "0.0"},
+        "adapter": {"source": "perturbed", "file_size": 100, "load_time_s": 0.01},
+        "variants": {"merged": {"available": merged is not None}},
+        "ratios": ratios,
+        "capabilities": cells,
+        "error": None,
+    }
+
+
+def wait_rows(page, selector: str, expected: int, timeout: float = 20) -> None:
+    """Wait until the gr.Dataframe at `selector` has `expected` rows (aria-rowcount counts the header)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        count = page.locator(f"{selector} [role=grid]").get_attribute("aria-rowcount")
+        if count is not None and int(count) - 1 == expected:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{selector} has {count} rows with the header, expected {expected}")
+        page.wait_for_timeout(200)
+
+
+@pytest.mark.browser
+def test_app_shows_capabilities_and_overhead(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_dashboard import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_for_http, make_task
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    task_dir = make_task(tmp_path)
+    for name, unmerged, merged in [
+        ("lora/r8", 1.2, 1.0),
+        ("ia3/small", 1.1, 1.0),
+        ("prompt_tuning/p20", 1.3, None),
+    ]:
+        path = task_dir / "inference_results" / f"{name.replace('/', '--')}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(inference_record(name, task="tinymath", unmerged=unmerged, merged=merged)))
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    cmd = [sys.executable, "-m", "peftbench", "app", "--results", str(task_dir), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for_http(url, proc)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url)
+            # accuracy vs unmerged overhead: the three experiments with records and results
+            page.wait_for_selector("#overhead-plot .js-plotly-plot .scatterlayer .point", timeout=60_000)
+            assert page.locator("#overhead-plot .scatterlayer .point").count() == 3
+            assert "unmerged decode time / base" in page.locator("#overhead-plot .xtitle").text_content()
+            wait_rows(page, "#capability-matrix", 3)
+            assert page.locator("#capability-matrix").get_by_text("prompt_tuning/p20").count() >= 1
+            # only methods that merge: prompt tuning leaves the matrix
+            page.locator("#inf-required input").click()
+            page.get_by_role("option", name="merge", exact=True).click()
+            page.keyboard.press("Escape")
+            wait_rows(page, "#capability-matrix", 2)
+            assert page.locator("#capability-matrix").get_by_text("prompt_tuning/p20").count() == 0
+            assert page.locator("#overhead-table").get_by_text("merged_decode_overhead").count() >= 1
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
