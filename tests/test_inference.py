@@ -101,6 +101,8 @@ class Recorder:
 
     def generate(self, **kwargs) -> None:
         self.log.append(self.name)
+        for _ in range(kwargs["max_new_tokens"]):
+            kwargs["stopping_criteria"][0](torch.zeros(1, 1), None)
 
     def parameters(self):
         return iter([torch.zeros(3)])
@@ -115,8 +117,8 @@ def test_repetitions_alternate_their_order():
     batches = {"batch1": {"input_ids": torch.zeros(1, 3)}, "eval_batch": {"input_ids": torch.zeros(4, 3)}}
     sizes = inference.Sizes(repetitions=3, new_tokens=2, eval_batch=4)
     measured = inference.measure_variants(models, batches=batches, sizes=sizes, device="cpu")
-    # three generate calls per measurement; one warm-up each, then forward, backward, forward
-    order = log[::3]
+    # two generate calls per measurement; one warm-up each, then forward, backward, forward
+    order = log[::2]
     assert order == ["base", "unmerged", "merged"] * 2 + ["merged", "unmerged", "base"] + [
         "base",
         "unmerged",
@@ -174,12 +176,8 @@ def test_command_writes_a_record_per_experiment(task_dir, capsys):
     assert set(lora["variants"]) == {"base", "unmerged", "merged"}
     for variant in lora["variants"].values():
         assert all(len(v) == 2 for v in variant["samples"].values())
-        # per-token decode is a difference of two timings: with 2 new tokens noise can make it 0
-        assert variant["median"]["decode_s_per_token"] >= 0
-        assert all(
-            variant["median"][k] > 0 for k in ("prefill_s", "tokens_per_s_batch1", "tokens_per_s_eval_batch")
-        )
-    assert lora["ratios"]["merged"]["prefill_s"] > 0
+        assert all(v > 0 for v in variant["median"].values())
+    assert lora["ratios"]["merged"]["decode_s_per_token"] > 0
     assert lora["capabilities"]["merge"]["status"] == "yes"
     full = next(r for r in records if r["experiment_name"] == "full-finetuning/toy-default")
     assert full["variants"]["merged"] == {

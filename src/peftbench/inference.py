@@ -80,27 +80,57 @@ def _sync(device: str) -> None:
         module.synchronize()
 
 
-def _timed_generate(model: Any, batch: dict[str, torch.Tensor], *, new_tokens: int, device: str) -> float:
-    """Seconds for greedy generation of exactly `new_tokens` tokens per row (EOS does not stop it)."""
+class StepClock:
+    """A stopping criterion that never stops generation and notes the time after every step: the
+    first note ends the prefill, the gaps between notes are the decode steps. The median gap is little
+    moved by the moments another process takes the CPU, unlike a difference of two whole timings."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        _sync(self.device)
+        self.times.append(time.perf_counter())
+        rows = input_ids.shape[0] if input_ids is not None else 1
+        return torch.zeros(rows, dtype=torch.bool, device=input_ids.device if input_ids is not None else None)
+
+
+def _timed_generate(
+    model: Any, batch: dict[str, torch.Tensor], *, new_tokens: int, device: str
+) -> tuple[float, StepClock]:
+    """(seconds, step times) of greedy generation of exactly `new_tokens` tokens per row (EOS does not
+    stop it)."""
+    from transformers import StoppingCriteriaList
+
+    clock = StepClock(device)
     _sync(device)
     tic = time.perf_counter()
-    model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    model.generate(
+        **batch,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        stopping_criteria=StoppingCriteriaList([clock]),
+    )
     _sync(device)
-    return time.perf_counter() - tic
+    clock.times.insert(0, tic)
+    return time.perf_counter() - tic, clock
 
 
 @torch.inference_mode()
 def measure_once(model: Any, *, batches: dict[str, dict], new_tokens: int, device: str) -> dict[str, float]:
-    """One repetition of one variant: prefill (1 new token), per-token decode, tokens/s at both batches."""
+    """One repetition of one variant: prefill, median per-token decode step and tokens/s at batch 1
+    (one generation of new_tokens + 1 tokens), tokens/s at the eval batch (another generation)."""
     one, full = batches["batch1"], batches["eval_batch"]
-    prefill = _timed_generate(model, one, new_tokens=1, device=device)
-    long = _timed_generate(model, one, new_tokens=new_tokens + 1, device=device)
-    eval_time = _timed_generate(model, full, new_tokens=new_tokens, device=device)
+    total, clock = _timed_generate(model, one, new_tokens=new_tokens + 1, device=device)
+    steps = [b - a for a, b in zip(clock.times[1:], clock.times[2:], strict=False)]
+    eval_time, _ = _timed_generate(model, full, new_tokens=new_tokens, device=device)
     rows = full["input_ids"].shape[0]
     return {
-        "prefill_s": prefill,
-        "decode_s_per_token": max(long - prefill, 0.0) / new_tokens,
-        "tokens_per_s_batch1": (new_tokens + 1) / long,
+        "prefill_s": clock.times[1] - clock.times[0] if len(clock.times) > 1 else total,
+        "decode_s_per_token": statistics.median(steps) if steps else total,
+        "tokens_per_s_batch1": (new_tokens + 1) / total,
         "tokens_per_s_eval_batch": rows * new_tokens / eval_time,
     }
 
