@@ -43,7 +43,7 @@ SUMMARIES = {
     "pareto": "print the Pareto frontier of two metrics",
     "compare": "compare two experiments with confidence intervals and paired tests",
     "make-base-model": "rebuild the embedded benchmark's tiny base model and tokenizer",
-    "inference": "measure inference overhead and check capabilities (merge, compile, ...) of experiments",
+    "inference": "measure inference overhead and check capabilities (merge, ...)",
 }
 
 

@@ -91,14 +91,19 @@ def main(args: argparse.Namespace) -> int:
 
 def measure_one(experiment, args: argparse.Namespace) -> dict:
     """Measure one experiment and write its record; a failure is recorded, and the next one goes on."""
+    import dataclasses
+
     from peftbench import inference
     from peftbench.experiment import load_train_config
     from peftbench.modeling import choose_device
     from peftbench.results import atomic_write_json
 
-    batch = args.batch_size or load_train_config(experiment).batch_size_eval
-    sizes = inference.Sizes(repetitions=args.repetitions, new_tokens=args.new_tokens, eval_batch=batch)
+    sizes = inference.Sizes(
+        repetitions=args.repetitions, new_tokens=args.new_tokens, eval_batch=args.batch_size or 0
+    )
     try:
+        if not args.batch_size:  # inside: a config that does not load is this experiment's failure only
+            sizes = dataclasses.replace(sizes, eval_batch=load_train_config(experiment).batch_size_eval)
         record = inference.benchmark(experiment, sizes=sizes)
     except Exception as exc:  # one method's failure is its record's answer; the others still run
         error = inference.one_line(exc)
