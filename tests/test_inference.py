@@ -355,3 +355,20 @@ def test_app_shows_capabilities_and_overhead(tmp_path):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_report_section_shows_the_matrix_and_the_overhead_plot(tmp_path):
+    from test_dashboard import make_task
+
+    from peftbench.analysis.aggregate import load_results
+    from peftbench.dashboard.inference import inference_section
+
+    task_dir = make_task(tmp_path)
+    loaded = load_results([task_dir])
+    assert inference_section(loaded, "tinymath") == ""  # no records: nothing
+    path = task_dir / "inference_results" / "lora--r8.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(inference_record("lora/r8", task="tinymath", unmerged=1.25, merged=1.0)))
+    html = inference_section(loaded, "tinymath")
+    assert 'id="overhead-tinymath"' in html and "capabilities" in html
+    assert "1.250" in html and "merged_decode_overhead" in html
