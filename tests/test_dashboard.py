@@ -692,7 +692,8 @@ def test_report_renders_offline(browser, tmp_path):
     page.goto(path.as_uri())
     page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=30_000)
     plots = page.locator(".js-plotly-plot")
-    expected_plots = 2 * len(dirs)  # a Pareto plot and curves per task
+    # a Pareto plot and curves per task, and accuracy vs overhead for tinymath's inference records
+    expected_plots = 2 * len(dirs) + 1
     assert plots.count() == expected_plots
     for i in range(expected_plots):
         assert plots.nth(i).locator(".main-svg").count() > 0
@@ -703,6 +704,7 @@ def test_report_renders_offline(browser, tmp_path):
     ticks = page.locator("#pareto-gpu-task .xtick text").all_text_contents()
     assert ticks and all(t.endswith("kB") for t in ticks), ticks
     assert page.locator("#pareto-tinymath .xtitle").text_content().startswith("trainable parameters")
+    assert page.locator("#overhead-tinymath .scatterlayer .point").count() > 0
     ticks = page.locator("#pareto-tinymath .xtick text").all_text_contents()
     assert {"1k", "1M"} <= set(ticks), ticks  # a log axis over hundreds to millions of parameters
     text = page.locator("body").inner_text()

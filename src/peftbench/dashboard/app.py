@@ -36,6 +36,7 @@ from peftbench.analysis.views import (
     human_of,
     panel,
 )
+from peftbench.dashboard.overhead_view import inference_panel
 from peftbench.dashboard.plots import curves_figure, message_figure, pareto_figure
 from peftbench.errors import BadInput
 
@@ -335,6 +336,7 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
             session.refresh, inputs, outputs
         )
         ranking_section(session.view_of, inputs)
+        inference_panel(loaded)
         demo.load(session.refresh, inputs, outputs)
     return demo
 

@@ -26,6 +26,7 @@ from peftbench.analysis.views import (
     default_axes,
     panel,
 )
+from peftbench.dashboard.overhead_view import inference_section
 from peftbench.dashboard.plots import curves_figure, pareto_figure
 from peftbench.files import atomic_write_text
 
@@ -75,6 +76,7 @@ def task_section(loaded: Loaded, task: str) -> dict[str, Any]:
         "pareto_html": "",
         "curves_html": "",
         "ranking": ranking_section(runs, axes[1] if axes else None),
+        "inference_html": inference_section(loaded, task),
     }
     if axes is not None:
         fig = pareto_figure(view.experiments, x=axes[0], y=axes[1], frontier=view.frontier)
