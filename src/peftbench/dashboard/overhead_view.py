@@ -19,6 +19,7 @@ from peftbench.analysis.overhead import (
     find_overhead_metric,
     task_inference,
 )
+from peftbench.analysis.views import frontier_names
 from peftbench.dashboard.plots import message_figure, pareto_figure
 
 INTRO = (
@@ -33,7 +34,9 @@ def _figure(joined: pd.DataFrame, x: str, y: str):
     if joined.empty or "test_accuracy" not in joined or "family" not in joined:
         return message_figure("no inference records joined to results of this task")
     x_metric, y_metric = find_overhead_metric(x), find_overhead_metric(y)
-    return pareto_figure(joined, x=x_metric, y=y_metric, title=f"{y_metric.label} vs {x_metric.label}")
+    front = frontier_names(joined, x=x_metric, y=y_metric)
+    title = f"{y_metric.label} vs {x_metric.label}"
+    return pareto_figure(joined, x=x_metric, y=y_metric, frontier=front, title=title)
 
 
 def inference_panel(loaded: Loaded) -> None:
