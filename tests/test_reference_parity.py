@@ -32,6 +32,7 @@ def test_loss_normaliser_is_the_attention_mask_sum_of_the_step():
 
 def test_tokenize_train_appends_no_eos(monkeypatch):
     monkeypatch.setattr(parity, "cached_tokenize", lambda texts, *, tokenizer, tokenize: tokenize(texts))
+
     class Tokenizer:
         eos_token_id = 99
 
