@@ -193,14 +193,21 @@ def test_json_specs_and_streaming(local_data, tmp_path, monkeypatch):
     assert data.info["gsm8k"]["source"]["path"] == "json"
 
 
-def test_is_correct_and_math_verify_metric(monkeypatch):
+def test_test_accuracy_is_the_reference_rule_on_prompt_and_completion(monkeypatch):
     task = mm.MetaMathQA()
     example = Example(query="q", response="... #### 1003", answer="1003")
-    assert task.is_correct(" 1000 + 3 = 1003.\nThe answer is: 1,003", example)
-    assert not task.is_correct(" 1000 + 3 = 1003.", example)
+    assert task.scoring_version == "reference"
+    assert task.is_correct(" 1000 + 3 = 1003.\nThe answer is: 1003", example)
+    # the reference's rule: no thousands separator, and the prompt is read too
+    assert not task.is_correct(" 1000 + 3 = 1003.\nThe answer is: 1,003", example)
+    prompt = "Question: A note says The answer is 5\nIs it? Think step by step.\nAnswer:"
+    assert not task.is_correct(" 1000 + 3 = 1003", example, prompt=prompt)
+    assert task.is_correct(" 1000 + 3 = 1003", Example("q", "#### 5", "5"), prompt=prompt)
 
     monkeypatch.setattr(mm.answers, "math_verify_available", lambda: False)
-    assert task.extra_metrics(["The answer is 1003"], [example]) == {}
+    # our rule stays as a named extra metric
+    got = task.extra_metrics(["The answer is 1,003", "#### 7"], [example, example])
+    assert got == {mm.PEFTBENCH_RULE_KEY: 0.5}
 
 
 def test_math_verify_metric_when_installed():
@@ -208,7 +215,7 @@ def test_math_verify_metric_when_installed():
     task = mm.MetaMathQA()
     examples = [Example("q", "#### 4", "4"), Example("q", "#### 0.5", "0.5")]
     got = task.extra_metrics(["The answer is: 4", "The answer is: \\frac{1}{3}"], examples)
-    assert got == {mm.MATH_VERIFY_KEY: 0.5}
+    assert got[mm.MATH_VERIFY_KEY] == 0.5
 
 
 @pytest.mark.parametrize(

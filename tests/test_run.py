@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from toyworld import LORA
 
 from peftbench.cli import main
 from peftbench.experiment import load_train_config, resolve_experiment
-from peftbench.results import SECTIONS, load_result
+from peftbench.results import SECTIONS, load_completions, load_result
 
 # The reference's keys (huggingface/peft method_comparison result files); ours must have all of them.
 REFERENCE_KEYS = {
@@ -79,6 +80,10 @@ def test_lora_run_writes_a_complete_result(task_dir, capsys):
     assert info["device"] == "cpu" and info["memory_kind"] == "process_rss"
     assert len(info["test_correct"]) == 16 and set(info["test_correct"]) <= {"0", "1"}
     assert metrics[-1]["test accuracy"] == info["test_correct"].count("1") / 16
+    assert info["scoring_version"] == "peftbench-1" and data["schema_version"] == 2
+    completions = load_completions(path)
+    assert [c["index"] for c in completions] == list(range(16))
+    assert all(c["prompt"] and isinstance(c["completion"], str) and c["gold"] for c in completions)
     assert 0 < info["num_trainable_params"] < info["num_total_params"]
     assert info["file_size"] > 0
     assert data["run_info"]["experiment_name"] == "lora/toy-rank4"
@@ -208,6 +213,22 @@ def test_routing_main_run_only_on_clean_main_without_overrides(task_dir):
     assert not (task_dir / "results" / "lora--toy-rank4--seed2.json").exists()
 
 
+def test_a_reference_parity_experiment_goes_to_parity_results_on_main(task_dir):
+    parity = task_dir / "experiments/lora/toy-rank4-reference-parity"
+    shutil.copytree(task_dir / "experiments/lora/toy-rank4", parity)
+    (parity / "training_params.json").write_text('{"reference_parity": true}')
+    root = task_dir.parent.parent
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "init")
+    assert run_cli(parity) == 0
+    assert result_files(task_dir, "results") == []
+    [path] = result_files(task_dir, "parity_results")
+    assert path.name == "lora--toy-rank4-reference-parity.json"
+    assert load_result(path)["run_info"]["train_config"]["reference_parity"] is True
+    assert load_completions(path) is not None
+
+
 def test_a_dotted_set_changes_one_entry_of_the_runs_config(task_dir):
     assert run_cli(task_dir / "experiments/lora/toy-rank4", "--set", "optimizer_kwargs.lr=0.05") == 0
     [path] = result_files(task_dir, "temporary_results")
@@ -290,8 +311,9 @@ def test_same_config_same_seed_same_metrics(task_dir):
         {"optimizer_type": "lora+", "optimizer_kwargs": {"lr": 1e-3, "loraplus_lr_ratio": 16}},
         {"optimizer_type": "lora-fa", "optimizer_kwargs": {"lr": 1e-3}},
         {"generation_kwargs": {"max_length": 20, "max_new_tokens": 100}},
+        {"reference_parity": True},
     ],
-    ids=["gradient-checkpointing", "amp", "lora+", "lora-fa", "max-length-wins"],
+    ids=["gradient-checkpointing", "amp", "lora+", "lora-fa", "max-length-wins", "reference-parity"],
 )
 def test_training_options(task_dir, settings):
     exp_dir = task_dir / "experiments/lora/toy-rank4"

@@ -70,7 +70,7 @@ class ToyTask(Task):
             info={"toy": {"seed": seed}},
         )
 
-    def is_correct(self, prediction: str, example: Example) -> bool:
+    def is_correct(self, prediction: str, example: Example, *, prompt: str = "") -> bool:
         return is_correct(prediction, example.answer)
 
 

@@ -30,6 +30,7 @@ SUMMARIES = {
     "compare": "compare two experiments with confidence intervals and paired tests",
     "tune": "search hyperparameters, the same budget for every experiment",
     "rank": "rank experiments with rank intervals, the group tied with the best, seed stability",
+    "rescore": "recompute result files' test metrics from their stored completions",
     "inference": "measure inference overhead and check capabilities (merge, ...)",
 }
 # What a maintainer runs (peftbench.maintainer and the embedded model), listed apart in the help.

@@ -132,6 +132,13 @@ class TrainConfig:
     gradient_accumulation_steps: int = _help(
         "Micro-batches per optimizer step; 1 = off. Not in the reference; defaults to off.", default=1
     )
+    reference_parity: bool = _help(
+        "Train as the reference's run.py does, to measure our fixes (peftbench.reference_parity): no "
+        "appended EOS (the first pad token is the label instead, so the longest row of a batch gets "
+        "none), the loss divided by the attention-mask sum, length ties in a bucket broken by "
+        "torch.argsort, the last partial bucket of an epoch repeated. Off by default.",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -29,6 +29,7 @@ def generation_config(*, prompt_length: int, generation_kwargs: dict[str, Any], 
 class Generations:
     completions: list[str]  # in the order of the prompts given
     num_generated_tokens: int
+    prompts: list[str]  # the prompts decoded as the completions are (scorers may read both)
 
 
 def ignores_position_ids(model: Any) -> bool:
@@ -79,6 +80,7 @@ def generate(
     has produced EOS. Results come back in the original order.
     """
     completions: list[str] = [""] * len(prompts)
+    texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
     num_tokens = 0
     batches = prompt_batches(prompts, batch_size=batch_size, equal_length=ignores_position_ids(model))
     for idx in tqdm(batches, desc="generate", leave=False, disable=not progress):
@@ -97,11 +99,14 @@ def generate(
             length = int(ended[0]) if len(ended) else len(tokens)
             num_tokens += length
             completions[i] = tokenizer.decode(tokens[:length], skip_special_tokens=True)
-    return Generations(completions=completions, num_generated_tokens=num_tokens)
+    return Generations(completions=completions, num_generated_tokens=num_tokens, prompts=texts)
 
 
-def score(task: Task, completions: list[str], examples: list[Example]) -> list[bool]:
-    return [task.is_correct(c, e) for c, e in zip(completions, examples, strict=True)]
+def score(task: Task, gen: Generations, examples: list[Example]) -> list[bool]:
+    return [
+        task.is_correct(c, e, prompt=p)
+        for c, e, p in zip(gen.completions, examples, gen.prompts, strict=True)
+    ]
 
 
 @torch.inference_mode()

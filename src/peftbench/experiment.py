@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,12 @@ from peftbench.config import OVERRIDES, TrainConfig, build_config, read_json_obj
 from peftbench.errors import BadInput, did_you_mean
 from peftbench.files import (
     ADAPTER_CONFIG,
+    COMMITTED_RESULT_DIRS,
     DEFAULT_PARAMS,
+    PARITY_RESULTS,
     QUICK_PARAMS,
     RESULT_DIRS,
+    RESULTS,
     TRAINING_PARAMS,
 )
 
@@ -79,10 +83,21 @@ class Experiment:
         stem = f"{self.method}--{self.name}"
         return stem if seed == 0 else f"{stem}--seed{seed}"
 
+    @property
+    def results_kind(self) -> str:
+        """Where its successful runs on main go: results/, or parity_results/ when its
+        training_params.json turns on `reference_parity` (kept apart from the main results)."""
+        try:
+            params = json.loads(self.training_params_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return RESULTS  # no file, or a broken one that loading the config reports
+        parity = isinstance(params, dict) and params.get("reference_parity") is True
+        return PARITY_RESULTS if parity else RESULTS
+
     def result_path(self, *, kind: str, seed: int = 0, timestamp: str = "") -> Path:
         if kind not in RESULT_DIRS:
             raise ValueError(kind)
-        suffix = f"--{timestamp}" if kind != "results" else ""
+        suffix = f"--{timestamp}" if kind not in COMMITTED_RESULT_DIRS else ""
         return self.task_dir / kind / f"{self.result_stem(seed)}{suffix}.json"
 
 

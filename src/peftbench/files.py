@@ -22,7 +22,11 @@ EXPERIMENTS = "experiments"
 RESULTS = "results"
 TEMPORARY_RESULTS = "temporary_results"
 CANCELLED_RESULTS = "cancelled_results"
-RESULT_DIRS = (RESULTS, TEMPORARY_RESULTS, CANCELLED_RESULTS)
+# results of experiments that train with `reference_parity` (the reference's training choices, to
+# measure our fixes): committed like results/, but never read with the task's main results
+PARITY_RESULTS = "parity_results"
+RESULT_DIRS = (RESULTS, TEMPORARY_RESULTS, CANCELLED_RESULTS, PARITY_RESULTS)
+COMMITTED_RESULT_DIRS = (RESULTS, PARITY_RESULTS)
 TUNING = "tuning"  # peftbench tune's studies and trial records
 
 

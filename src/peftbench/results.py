@@ -21,20 +21,36 @@ Our additions sit beside those keys (readers must not require them; the referenc
   test_items_hash (sha256 of the test queries in order; runs pair only when it matches)
 - meta_info: model_info.fingerprint (sha256 of the weight files), dataset_info.fingerprint
   (sha256 of all data splits)
+- train_info.scoring_version (schema 2): the name of the rule that scored "test accuracy" (the task's
+  `Task.scoring_version`); a file without it was scored by "reference" when it is the reference's own
+  (no schema_version) and by "peftbench-1" when it is ours (`scoring_version`)
+
+Beside each of our result files that finished its test (schema 2), `<stem>.completions.jsonl.gz` keeps
+the generated test completions, one JSON line per test item in test order: {"index", "prompt" (the
+decoded prompt), "completion", "gold" (the gold answer the scorer compares with)}. `peftbench rescore`
+and the item-flip view read it; older files and the reference's have none.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import zlib
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from peftbench.errors import BadInput
-from peftbench.files import atomic_write_text
+from peftbench.files import atomic_write, atomic_write_text
 
-SCHEMA_VERSION = 1
+# 2: train_info.scoring_version and the completions sidecar
+SCHEMA_VERSION = 2
+COMPLETIONS_SUFFIX = ".completions.jsonl.gz"
+COMPLETION_KEYS = ("index", "prompt", "completion", "gold")
+# the rule of our files written before scoring versions existed, and of the reference's own files
+LEGACY_SCORING = "peftbench-1"
+REFERENCE_SCORING = "reference"
 SECTIONS = ("run_info", "train_info", "meta_info")
 
 
@@ -63,6 +79,65 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def write_result(path: Path, record: dict[str, Any], completions: list[dict[str, Any]] | None = None) -> None:
+    """Write a result file and, when given, its completions sidecar first: a result never exists
+    without the completions it was scored from (a stale sidecar is replaced before its result)."""
+    if completions:
+        write_completions(completions_path(path), completions)
+    atomic_write_json(path, record)
+
+
+def completions_path(result_path: Path) -> Path:
+    """`<dir>/<stem>.completions.jsonl.gz` beside `<dir>/<stem>.json`."""
+    return result_path.with_name(result_path.stem + COMPLETIONS_SUFFIX)
+
+
+def write_completions(path: Path, completions: list[dict[str, Any]]) -> None:
+    """The sidecar, gzip-compressed JSON lines (mtime 0: the same completions give the same bytes)."""
+    lines = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in completions).encode()
+
+    def write(f: Any) -> None:
+        with gzip.GzipFile(filename="", fileobj=f, mode="wb", compresslevel=9, mtime=0) as gz:
+            gz.write(lines)
+
+    atomic_write(path, write)
+
+
+def load_completions(result_path: Path) -> list[dict[str, Any]] | None:
+    """The test completions stored beside a result file, or None when it has no sidecar (older files,
+    the reference's). Raises BadInput naming the sidecar and the line when it is unreadable."""
+    path = completions_path(result_path)
+    if not path.is_file():
+        return None
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not a readable gzip file of completions ({exc})") from None
+    items = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+        missing = [k for k in COMPLETION_KEYS if not isinstance(item, dict) or k not in item]
+        if missing or item["index"] != number - 1:
+            what = f"lacks {', '.join(missing)}" if missing else f"has index {item['index']!r}"
+            raise BadInput(
+                f"{path}: line {number} {what}; expected keys {', '.join(COMPLETION_KEYS)} in test order"
+            )
+        items.append(item)
+    return items
+
+
+def scoring_version(data: dict[str, Any]) -> str:
+    """The rule that scored a record's "test accuracy" (see the module docstring)."""
+    version = data["train_info"].get("scoring_version")
+    if isinstance(version, str) and version:
+        return version
+    return LEGACY_SCORING if "schema_version" in data else REFERENCE_SCORING
 
 
 def load_result(path: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from peftbench.experiment import (
     schedule_warnings,
 )
 from peftbench.progress import RunProgress
-from peftbench.results import SCHEMA_VERSION, atomic_write_json
+from peftbench.results import SCHEMA_VERSION, write_result
 from peftbench.signals import Cancellation
 from peftbench.tasks import get_task
 
@@ -40,6 +40,7 @@ class RunOutcome:
     path: Path  # where the record belongs (written there unless write=False)
     checkpoint_dir: Path | None
     signum: int | None = None  # the signal that cancelled the run, if one did
+    completions: list[dict[str, Any]] | None = None  # the test completions, the result's sidecar
 
     @property
     def status(self) -> str:
@@ -203,10 +204,17 @@ def _execute(
     kind = (
         "cancelled_results"
         if done["train_info"]["status"] != "success"
-        else ("results" if is_main_run else "temporary_results")
+        else (experiment.results_kind if is_main_run else "temporary_results")
     )
     return _file(
-        done, experiment, config, kind=kind, write=write, signum=cancel.signum, checkpoint_dir=checkpoint_dir
+        done,
+        experiment,
+        config,
+        kind=kind,
+        write=write,
+        signum=cancel.signum,
+        checkpoint_dir=checkpoint_dir,
+        completions=outcome.test_completions,
     )
 
 
@@ -255,14 +263,17 @@ def _file(
     write: bool,
     signum: int | None,
     checkpoint_dir: Path | None = None,
+    completions: list[dict[str, Any]] | None = None,
 ) -> RunOutcome:
     """Where the record belongs (results: one per seed; the others: one per run), written there if asked."""
     # microseconds: two runs of one experiment in the same second must not overwrite each other
     stamp = "" if kind == "results" else dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%f")
     path = experiment.result_path(kind=kind, seed=config.seed, timestamp=stamp)
     if write:
-        atomic_write_json(path, record)
-    return RunOutcome(record=record, path=path, checkpoint_dir=checkpoint_dir, signum=signum)
+        write_result(path, record, completions)
+    return RunOutcome(
+        record=record, path=path, checkpoint_dir=checkpoint_dir, signum=signum, completions=completions
+    )
 
 
 def _record(
@@ -319,6 +330,7 @@ def _record(
             "memory_allocated_avg": float(np.mean(outcome.memory_allocated or [0])),
             "test_correct": "".join("1" if c else "0" for c in outcome.test_correct),
             "test_items_hash": data.test_items_hash if data is not None else None,
+            "scoring_version": task.scoring_version,
         },
         "meta_info": {
             "model_info": model_info or {},

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from peftbench import reference_parity as reference_parity_rules
 from peftbench.config import TrainConfig
 from peftbench.evaluation import Generations, generate, mean_per_token_loss, score
 from peftbench.modeling import MemoryMeter, count_parameters
@@ -57,6 +58,7 @@ class TrainOutcome:
     memory_allocated: list[int] = field(default_factory=list)
     memory_peak: int = 0
     test_correct: list[bool] = field(default_factory=list)
+    test_completions: list[dict[str, Any]] = field(default_factory=list)  # the result's sidecar
     forgetting_loss_before: float | None = None
     num_trainable_params: int = 0
     num_total_params: int = 0
@@ -76,22 +78,37 @@ def tokenize_prompts(tokenizer: Any, examples: list[Example], *, template: str) 
 
 
 def step_batches(
-    sequences: list[list[int]], *, batch_size: int, accumulation: int, seed: int, shuffle: bool = True
+    sequences: list[list[int]],
+    *,
+    batch_size: int,
+    accumulation: int,
+    seed: int,
+    shuffle: bool = True,
+    reference_parity: bool = False,
 ) -> Iterator[list[list[list[int]]]]:
     """Endless stream of optimizer steps, each a list of `accumulation` micro-batches of token lists.
 
     Each epoch is shuffled with the run's seed (unless the task trains in a fixed order), cut into
     buckets of BUCKET_FACTOR steps, and each bucket sorted longest first (an out-of-memory error shows
     early). A step's micro-batches are consecutive slices of one sorted effective batch, so k
-    micro-batches of b equal one batch of k*b.
+    micro-batches of b equal one batch of k*b. `reference_parity`: ties sorted and the epoch's end
+    as the reference does (peftbench.reference_parity).
     """
     rng = np.random.default_rng(seed)
     step_size = batch_size * accumulation
     bucket_size = step_size * BUCKET_FACTOR
+    lengths = [len(s) for s in sequences]
     while True:
         order = rng.permutation(len(sequences)) if shuffle else np.arange(len(sequences))
-        for b in range(0, len(order), bucket_size):
-            bucket = sorted(order[b : b + bucket_size], key=lambda i: len(sequences[i]), reverse=True)
+        starts = list(range(0, len(order), bucket_size))
+        if reference_parity and len(order) % bucket_size:
+            starts.append(starts[-1])  # the reference repeats the last partial bucket
+        for b in starts:
+            bucket = [int(i) for i in order[b : b + bucket_size]]
+            if reference_parity:
+                bucket = reference_parity_rules.longest_first(bucket, lengths)
+            else:
+                bucket = sorted(bucket, key=lambda i: lengths[i], reverse=True)
             for s in range(0, len(bucket), step_size):
                 step = [sequences[i] for i in bucket[s : s + step_size]]
                 yield [step[m : m + batch_size] for m in range(0, len(step), batch_size)]
@@ -166,7 +183,15 @@ def evaluate_accuracy(
         progress=progress,
     )
     model.train()
-    return score(task, gen.completions, examples), gen
+    return score(task, gen, examples), gen
+
+
+def completion_items(gen: Generations, examples: list[Example]) -> list[dict[str, Any]]:
+    """One item per test example for the result's completions sidecar (peftbench.results)."""
+    return [
+        {"index": i, "prompt": p, "completion": c, "gold": e.answer}
+        for i, (p, c, e) in enumerate(zip(gen.prompts, gen.completions, examples, strict=True))
+    ]
 
 
 def forgetting_loss(
@@ -226,8 +251,9 @@ def train(
     # counted after the optimizer exists: some (LoRA-FA) freeze parameters when they are created
     out.num_trainable_params, out.num_total_params = count_parameters(model)
 
+    parity = config.reference_parity
     with progress.phase(f"tokenising {len(data.train)} training examples"):
-        train_seqs = tokenize_train(
+        train_seqs = (reference_parity_rules.tokenize_train if parity else tokenize_train)(
             tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
         )
         valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
@@ -240,6 +266,7 @@ def train(
         accumulation=config.gradient_accumulation_steps,
         seed=config.seed,
         shuffle=task.shuffle_train,
+        reference_parity=parity,
     )
 
     if forgetting_loss_before is None and final_test:
@@ -265,9 +292,14 @@ def train(
     try:
         for step in progress.steps(config.max_steps, eval_every=config.eval_steps):
             tic = time.perf_counter()
-            micro_batches = [collate(mb, pad_id=tokenizer.pad_token_id) for mb in next(batches)]
+            collate_step = reference_parity_rules.collate if parity else collate
+            micro_batches = [collate_step(mb, pad_id=tokenizer.pad_token_id) for mb in next(batches)]
             # normalise by the label tokens of the whole step, so accumulation equals one big batch
-            n_items = sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro_batches)
+            n_items = (
+                reference_parity_rules.loss_normaliser(micro_batches)
+                if parity
+                else sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro_batches)
+            )
             tokens.append(sum(int(mb["attention_mask"].sum()) for mb in micro_batches))
             optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=device)
@@ -355,6 +387,7 @@ def train(
             )
             note.text = f"test accuracy {sum(correct) / max(len(correct), 1):.3f}"
         out.test_correct = correct
+        out.test_completions = completion_items(gen, data.test)
         with progress.phase(f"forgetting after training ({len(data.forgetting_texts)} texts)") as note:
             after = forgetting_loss(model, tokenizer, data.forgetting_texts, config=config, device=device)
             note.text = f"forgetting {after - out.forgetting_loss_before:+.4f}"
@@ -367,7 +400,7 @@ def train(
                 "train total tokens": sum(tokens),
                 "forgetting": after - out.forgetting_loss_before,
                 "forgetting loss before": out.forgetting_loss_before,
-                **task.extra_metrics(gen.completions, data.test),
+                **task.extra_metrics(gen.completions, data.test, prompts=gen.prompts),
             }
         )
         out.status = "success"

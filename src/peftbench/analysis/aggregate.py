@@ -24,7 +24,7 @@ from peftbench.analysis.overhead import TABLE_OVERHEAD_METRICS, join_overhead
 from peftbench.analysis.variant import FULL, labelled, run_variant
 from peftbench.errors import BadInput, did_you_mean
 from peftbench.files import EXPERIMENTS, RESULT_DIRS, RESULTS, TEMPORARY_RESULTS
-from peftbench.results import check_fields, load_result, test_metrics
+from peftbench.results import check_fields, load_result, scoring_version, test_metrics
 from peftbench.tasks.base import COMMON_METRICS, Metric
 
 NO_RESULTS = "no results yet"
@@ -59,6 +59,7 @@ INFO_COLUMNS = (
     "project_commit",
     "project_dirty",
     "task_version",
+    "scoring_version",
     "file",
 )
 # Bulky columns: kept for the run diff and the CSV export, hidden in the table views.
@@ -154,7 +155,26 @@ class Loaded:
             notes.append(f"{len(self.warnings)} unreadable or with a wrongly typed field")
         if self.not_finite:
             notes.append(f"{len(self.not_finite)} NaN or infinite values shown as empty")
-        return text + (f" ({'; '.join(notes)})" if notes else "")
+        text += f" ({'; '.join(notes)})" if notes else ""
+        return "\n".join([text, *scoring_conflicts(self.table)])
+
+
+def scoring_conflicts(table: pd.DataFrame) -> list[str]:
+    """One warning line per task whose runs' test accuracy comes from more than one scoring rule
+    (results.scoring_version): those accuracies do not compare."""
+    if table.empty or "scoring_version" not in table.columns:
+        return []
+    lines = []
+    for task, group in table.groupby("task", sort=True):
+        counts = group["scoring_version"].value_counts().sort_index()
+        if len(counts) > 1:
+            parts = ", ".join(f"{version}: {n} runs" for version, n in counts.items())
+            lines.append(
+                f"warning: task {task}: test accuracy comes from {len(counts)} scoring rules ({parts}); "
+                "accuracies of different rules do not compare (peftbench rescore rescores runs with "
+                "stored completions)"
+            )
+    return lines
 
 
 def column_name(key: str) -> str:
@@ -268,6 +288,7 @@ def record_to_row(data: Mapping[str, Any], *, file: Path, task: str) -> dict[str
         "project_commit": run_info.get("project_commit"),
         "project_dirty": run_info.get("project_dirty"),
         "task_version": run_info.get("task_version"),
+        "scoring_version": scoring_version(dict(data)),
         "file": str(file),
         "train_config": json.dumps(train_config, sort_keys=True, default=str),
         "peft_config": json.dumps(peft_config, sort_keys=True, default=str),

@@ -86,6 +86,38 @@ def same_variant(table: pd.DataFrame, experiment: str) -> tuple[pd.DataFrame, li
     return table[table["variant"] == variant], notes
 
 
+def _scoring_versions(table: pd.DataFrame, experiment: str) -> list[str]:
+    runs = runs_of(table, experiment)
+    return sorted(runs["scoring_version"].dropna().unique()) if "scoring_version" in runs else []
+
+
+def check_same_scoring(table: pd.DataFrame, experiments: list[str]) -> None:
+    """Test accuracies compare only under one scoring rule: BadInput naming the rules otherwise."""
+    versions = {name: _scoring_versions(table, name) for name in experiments}
+    if len({v for vs in versions.values() for v in vs}) > 1:
+        shown = "; ".join(f"{name}: {', '.join(vs)}" for name, vs in versions.items())
+        raise BadInput(
+            f"test accuracy was scored by different rules ({shown}): not comparable; rescore the runs "
+            "with stored completions (peftbench rescore) or compare another --metric"
+        )
+
+
+def same_scoring(table: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """The runs scored by the baseline's rule, and a note per experiment scored by another."""
+    if "scoring_version" not in table.columns:
+        return table, []
+    check_same_scoring(table, [baseline])
+    rule = _scoring_versions(table, baseline)[0] if _scoring_versions(table, baseline) else None
+    if rule is None:
+        return table, []
+    others = table[table["scoring_version"] != rule]
+    notes = [
+        {"experiment": name, "note": f'test accuracy scored by "{v}", the baseline\'s by "{rule}"'}
+        for name, v in others.groupby("experiment_name", sort=True)["scoring_version"].first().items()
+    ]
+    return table[table["scoring_version"] == rule], notes
+
+
 def _check_same_variant(table: pd.DataFrame, exp_a: str, exp_b: str) -> None:
     """A quick or shortened run answers another question than a full one: BadInput when they differ."""
     a, b = (runs_of(table, e)["variant"].iloc[0] for e in (exp_a, exp_b))
@@ -122,6 +154,7 @@ def compare_two(
     """Paired comparison of two experiments' test accuracy (`paired_comparison`), with each one's
     interval (t across seeds, or Wilson over the items of one run)."""
     _check_same_variant(table, exp_a, exp_b)
+    check_same_scoring(table, [exp_a, exp_b])
     a_runs, b_runs = item_runs(runs_of(table, exp_a)), item_runs(runs_of(table, exp_b))
     # the task's run-to-run spread, from its experiments with 2+ seeds of the same variant: a one-seed
     # side then compares methods, not two runs (docs/statistics.md, "Seed variance")
@@ -173,6 +206,8 @@ def compare_all(
     """Every experiment of the baseline's variant against `baseline` on test accuracy
     (`compare_to_baseline`, Holm-corrected); experiments without per-item data get a note."""
     table, other_variants = same_variant(table, baseline)
+    table, other_rules = same_scoring(table, baseline)
+    other_variants = [*other_variants, *other_rules]
     base_runs = item_runs(runs_of(table, baseline))
     runs, missing = {baseline: base_runs}, []
     for name, group in table.groupby("experiment_name", sort=True):

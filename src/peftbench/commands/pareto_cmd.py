@@ -22,6 +22,7 @@ def main(args: argparse.Namespace) -> int:
     from peftbench.analysis.aggregate import (
         available_metrics,
         choose_task,
+        scoring_conflicts,
         seed_summary,
         select,
         task_metrics,
@@ -40,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
     if note:
         print(f"note: {note}", file=sys.stderr)
     runs = apply_filter(select(loaded.table, task=task), args.filter)
+    for line in scoring_conflicts(runs):
+        print(line, file=sys.stderr)
     x, y = find_metric(args.x, metrics), find_metric(args.y, metrics)
     usable = [m.name for m in available_metrics(runs, metrics)]
     for metric in (x, y):

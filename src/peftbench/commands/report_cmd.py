@@ -14,6 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="default: report.html")
     parser.add_argument("--title", default="peftbench report")
     parser.add_argument(
+        "--flips",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="add the test items that flipped between two runs, each EXP (seed 0) or EXP@SEED",
+    )
+    parser.add_argument(
         "--include-temporary", action="store_true", help="with a task folder, also its temporary_results/"
     )
 
@@ -27,5 +33,6 @@ def main(args: argparse.Namespace) -> int:
         raise BadInput(f"{args.output}: is a folder; give the report's file name, e.g. -o report.html")
     loaded = load_reporting_warnings(args.paths, include_temporary=args.include_temporary)
     print(loaded.summary, file=sys.stderr)
-    print(write_report(loaded, args.output, title=args.title))
+    flips = tuple(args.flips) if args.flips else None
+    print(write_report(loaded, args.output, title=args.title, flips=flips))
     return 0

@@ -25,6 +25,8 @@ from peftbench.analysis.aggregate import (
     tasks_in,
 )
 from peftbench.analysis.filters import apply_filter
+from peftbench.analysis.flips import COLUMNS as FLIP_COLUMNS
+from peftbench.analysis.flips import flips_summary, item_flips
 from peftbench.analysis.pareto import find_metric
 from peftbench.analysis.views import (
     axes_note,
@@ -39,6 +41,7 @@ from peftbench.analysis.views import (
 from peftbench.dashboard.overhead_view import inference_panel
 from peftbench.dashboard.plots import curves_figure, message_figure, pareto_figure
 from peftbench.errors import BadInput
+from peftbench.results import load_completions
 
 FILTER_HELP = (
     "Filter with comparisons of columns and literals, joined by and / or / not: "
@@ -154,6 +157,25 @@ def diff_view(runs: pd.DataFrame, a: str | None, b: str | None, *, only_differen
     return diff.rename(columns={"a": a, "b": b})
 
 
+def flips_view(runs: pd.DataFrame, a: str | None, b: str | None) -> tuple[str, pd.DataFrame]:
+    """The items that flipped between runs A and B with both completions, and a line saying how many
+    (or why there is nothing to show)."""
+    labels = run_labels(runs) if not runs.empty else []
+    if not a or not b or a not in labels or b not in labels:
+        return "Choose two runs above.", pd.DataFrame(columns=FLIP_COLUMNS)
+    row_a, row_b = runs.iloc[labels.index(a)], runs.iloc[labels.index(b)]
+    try:
+        completions = [load_completions(Path(row["file"])) for row in (row_a, row_b)]
+        flips = item_flips(row_a, row_b, *completions)
+    except BadInput as exc:
+        return f"No item comparison: {exc}", pd.DataFrame(columns=FLIP_COLUMNS)
+    line = f"{flips_summary(flips, n_items=len(row_a['test_correct']))} (A = {a}, B = {b})"
+    missing = [name for name, c in (("A", completions[0]), ("B", completions[1])) if c is None]
+    if missing:
+        line += f"; no stored completions for {' and '.join(missing)} (older or reference files)"
+    return line, flips
+
+
 def export_csv(runs: pd.DataFrame) -> str | None:
     """Write the filtered runs to a temporary CSV file for download; None when there is nothing."""
     if runs.empty:
@@ -224,6 +246,9 @@ class _Session:
 
     def on_diff(self, task, model, filter_text, x, y, a, b, only):
         return diff_view(self.view_of(task, model, filter_text, x, y).runs, a, b, only_differences=only)
+
+    def on_flips(self, task, model, filter_text, x, y, a, b):
+        return flips_view(self.view_of(task, model, filter_text, x, y).runs, a, b)
 
     def on_export(self, task, model, filter_text, x, y):
         import gradio as gr
@@ -302,6 +327,19 @@ def _layout(loaded: Loaded, *, reload: bool) -> dict[str, Any]:
         column_widths=["30%", "35%", "35%"],
         elem_id="diff-table",
     )
+    gr.Markdown(
+        "## Items that flipped\nThe test items that one of runs A and B got right and the other wrong, "
+        "with both completions (stored beside each result since schema version 2)."
+    )
+    w["flips_status"] = gr.Markdown(elem_id="flips-status")
+    w["flips"] = gr.Dataframe(
+        label="Flipped items",
+        interactive=False,
+        wrap=True,
+        max_height=600,
+        column_widths=["6%", "10%", "8%", "24%", "26%", "26%"],
+        elem_id="flips-table",
+    )
     return w
 
 
@@ -331,6 +369,8 @@ def build_app(loaded: Loaded, *, reload: Callable[[], Loaded] | None = None):
         w["curves"].change(session.on_curves, [w["task"], w["curves"]], w["curves_plot"])
         for trigger in (w["run_a"].change, w["run_b"].change, w["only_diff"].change):
             trigger(session.on_diff, [*inputs, w["run_a"], w["run_b"], w["only_diff"]], w["diff"])
+        for trigger in (w["run_a"].change, w["run_b"].change):
+            trigger(session.on_flips, [*inputs, w["run_a"], w["run_b"]], [w["flips_status"], w["flips"]])
         w["export"].click(session.on_export, inputs, w["export_file"])
         w["reload"].click(session.on_reload, None, [w["loaded"], w["task"]]).then(
             session.refresh, inputs, outputs
@@ -377,7 +417,8 @@ def _curves(loaded: Loaded, task: str | None, experiments: list[str]):
 
 
 def _loaded_text(loaded: Loaded) -> str:
-    lines = [f"Loaded: {loaded.summary}."]
+    first, *scoring = loaded.summary.splitlines()
+    lines = [f"Loaded: {first}.", *(f"- {line}" for line in scoring)]
     lines += [f"- warning: {w}" for w in loaded.warnings[:20]]
     if len(loaded.warnings) > 20:
         lines.append(f"- ... and {len(loaded.warnings) - 20} more")

@@ -15,6 +15,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from peftbench.analysis.aggregate import Loaded, available_metrics, select, task_metrics, tasks_in
+from peftbench.analysis.flips import flips_summary, item_flips
 from peftbench.analysis.ranking import ranking_views
 from peftbench.analysis.views import (
     TIED_COLUMN,
@@ -28,7 +29,9 @@ from peftbench.analysis.views import (
 )
 from peftbench.dashboard.overhead_view import inference_section
 from peftbench.dashboard.plots import curves_figure, pareto_figure
+from peftbench.errors import BadInput, did_you_mean
 from peftbench.files import atomic_write_text
+from peftbench.results import load_completions
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("peftbench.dashboard", "templates"),
@@ -100,9 +103,42 @@ def ranking_section(runs: pd.DataFrame, metric: Any) -> list[dict[str, Any]]:
     ]
 
 
-def build_report(loaded: Loaded, *, title: str = "peftbench report") -> str:
-    """The whole HTML page. Plotly's JS is inlined once, in the head, so the page works offline."""
+def find_run(table: pd.DataFrame, spec: str) -> pd.Series:
+    """The run named `EXP` (seed 0) or `EXP@SEED`; BadInput naming the closest experiment otherwise."""
+    name, _, seed_text = spec.rpartition("@") if "@" in spec else (spec, "", "0")
+    if not seed_text.isdigit():
+        raise BadInput(f'--flips "{spec}": the seed after @ must be a whole number')
+    names = sorted(table["experiment_name"].unique()) if not table.empty else []
+    found = table[(table["experiment_name"] == name) & (table["seed"] == int(seed_text))]
+    if found.empty:
+        seeds = sorted(table.loc[table["experiment_name"] == name, "seed"]) if name in names else []
+        known = f"; it has seeds {', '.join(map(str, seeds))}" if seeds else did_you_mean(name, names)
+        raise BadInput(f'--flips: no run "{name}" with seed {seed_text}{known}')
+    return found.iloc[0]
+
+
+def flips_section(loaded: Loaded, spec_a: str, spec_b: str) -> dict[str, Any]:
+    """The items that flipped between two runs (`EXP` or `EXP@SEED` each), both completions side by side."""
+    row_a, row_b = find_run(loaded.table, spec_a), find_run(loaded.table, spec_b)
+    completions = [load_completions(Path(row["file"])) for row in (row_a, row_b)]
+    flips = item_flips(row_a, row_b, *completions)
+    return {
+        "a": spec_a,
+        "b": spec_b,
+        "summary": flips_summary(flips, n_items=len(row_a["test_correct"])),
+        # rendered by the template (autoescaped): pandas' to_html would show line breaks as "\\n"
+        "columns": list(flips.columns),
+        "rows": flips.astype(str).values.tolist(),
+    }
+
+
+def build_report(
+    loaded: Loaded, *, title: str = "peftbench report", flips: tuple[str, str] | None = None
+) -> str:
+    """The whole HTML page. Plotly's JS is inlined once, in the head, so the page works offline.
+    `flips`: two runs whose flipped test items get a section (`flips_section`)."""
     return _TEMPLATES.get_template("report.html").render(
+        flips=flips_section(loaded, *flips) if flips else None,
         title=title,
         summary=loaded.summary,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -113,7 +149,9 @@ def build_report(loaded: Loaded, *, title: str = "peftbench report") -> str:
     )
 
 
-def write_report(loaded: Loaded, path: Path, *, title: str = "peftbench report") -> Path:
+def write_report(
+    loaded: Loaded, path: Path, *, title: str = "peftbench report", flips: tuple[str, str] | None = None
+) -> Path:
     """Write the report atomically; returns the absolute path."""
-    atomic_write_text(path, build_report(loaded, title=title))
+    atomic_write_text(path, build_report(loaded, title=title, flips=flips))
     return path.resolve()

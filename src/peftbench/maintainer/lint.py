@@ -26,7 +26,7 @@ from peftbench.experiment import (
     load_peft_config,
     resolve_experiment,
 )
-from peftbench.files import ADAPTER_CONFIG, DEFAULT_PARAMS, EXPERIMENTS, RESULT_DIRS
+from peftbench.files import ADAPTER_CONFIG, COMMITTED_RESULT_DIRS, DEFAULT_PARAMS, EXPERIMENTS, RESULT_DIRS
 from peftbench.results import load_result
 
 Level = Literal["error", "warning"]
@@ -539,7 +539,7 @@ def lint_task(
                     "remove the result",
                 )
             )
-        if record is not None and result_path.parent.name == "results":
+        if record is not None and result_path.parent.name in COMMITTED_RESULT_DIRS:
             results[name].append((result_path, record))
     for name in sorted(selected):
         item = loaded[name]

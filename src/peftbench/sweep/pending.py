@@ -52,7 +52,7 @@ class Run:
 
     @property
     def result_path(self) -> Path:
-        return self.experiment.result_path(kind="results", seed=self.seed)
+        return self.experiment.result_path(kind=self.experiment.results_kind, seed=self.seed)
 
 
 @dataclass(frozen=True)

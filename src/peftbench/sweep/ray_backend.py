@@ -23,7 +23,7 @@ from peftbench.errors import BadInput
 from peftbench.experiment import Experiment, config_hashes
 from peftbench.files import RESULT_DIRS
 from peftbench.progress import PROGRESS_FILE_ENV
-from peftbench.results import atomic_write_json, final_metrics
+from peftbench.results import final_metrics, write_result
 from peftbench.sweep.driver import RunReport
 from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
@@ -95,6 +95,7 @@ def run_remote(
     outcome = execute(exp, seed=seed, quick=quick, write=False)
     return {
         "record": outcome.record,
+        "completions": outcome.completions,
         "result": outcome.path.relative_to(exp.task_dir).as_posix(),
         "node": host,
     }
@@ -227,7 +228,7 @@ class RayBackend:
             raise ValueError(f"worker returned an unexpected result path {relative}")
         record = out["record"]
         path = task_dir / relative
-        atomic_write_json(path, record)
+        write_result(path, record, out.get("completions"))
         status = record["train_info"]["status"]
         log.write(f"node {out['node']}: {status}, written to {path}\n")
         report.result = path

@@ -1,7 +1,18 @@
 """Final-answer extraction and comparison shared by the math tasks (MetaMathQA/GSM8K, tinymath).
 
-The main metric follows the reference suite (huggingface/peft method_comparison) so that our
-accuracies are comparable with its published results:
+Two rules. `reference_is_correct` is the reference suite's (huggingface/peft method_comparison,
+`utils.get_accuracy`), reproduced verdict for verdict: MetaMathQA's "test accuracy", so that our files
+sit beside the reference's number for number:
+
+1. The text (the reference scores the decoded prompt + completion) is stripped, and ". ! ?" at its
+   end. The delimiter is the first of "The answer is: ", "The answer is ", "The final answer is: ",
+   "The final answer is ", "#### " that occurs anywhere in it (case and the trailing space count),
+   and the answer is the text after its last occurrence, up to the end of that line, stripped of
+   " . ! ? $ %".
+2. Both sides are compared as floats when both parse as decimal numbers or a/b fractions (Python's
+   Decimal syntax: "1e3", "1_000" and "NaN" parse, "1,000" and "- 5" do not), else as exact strings.
+
+`is_correct` is ours (tinymath's "test accuracy"; MetaMathQA's "test accuracy peftbench"):
 
 1. The answer is the text after the *last* "The answer is" / "The final answer is" / "####"
    (with or without a colon), up to the end of that line.
@@ -25,17 +36,21 @@ from __future__ import annotations
 
 import re
 import threading
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from peftbench.errors import BadInput
 
 __all__ = [
+    "REFERENCE_DELIMITERS",
     "extract_answer",
     "is_correct",
     "math_verify_available",
     "math_verify_correct",
     "normalize_answer",
     "parse_number",
+    "reference_extract",
+    "reference_is_correct",
     "same_answer",
 ]
 
@@ -135,6 +150,58 @@ def is_correct(completion: str, gold: str) -> bool:
     `gold` may be the bare answer or a full reference solution with "#### N" / "The answer is: N".
     """
     return same_answer(extract_answer(completion), _gold_answer(gold))
+
+
+# The reference's delimiters in its order of preference: the first one found anywhere wins.
+REFERENCE_DELIMITERS = (
+    "The answer is: ",
+    "The answer is ",
+    "The final answer is: ",
+    "The final answer is ",
+    "#### ",
+)
+
+
+def reference_extract(text: str | None) -> str | None:
+    """The answer the reference's rule reads in `text`, or None when no delimiter occurs (rule 1).
+
+    >>> reference_extract("#### 7\nThe answer is: 18")
+    '18'
+    """
+    text = (text or "").strip().rstrip(".!?")
+    delimiter = next((d for d in REFERENCE_DELIMITERS if d in text), None)
+    if delimiter is None:
+        return None
+    return text.rpartition(delimiter)[2].strip().split("\n", 1)[0].strip(" .!?$%")
+
+
+def _reference_value(answer: str | None) -> float | str | None:
+    """A float when `answer` is a decimal number or a fraction of two, else the string itself (rule 2)."""
+    if answer is None:
+        return None
+    try:
+        parts = answer.strip().split("/")
+        if len(parts) > 2:
+            return answer
+        value = Decimal(parts[0].strip())
+        if len(parts) == 2:
+            denominator = Decimal(parts[1].strip())
+            if denominator == 0:
+                return answer
+            value = value / denominator
+        return float(value)
+    except (InvalidOperation, ValueError, ArithmeticError):
+        return answer
+
+
+def reference_is_correct(text: str, gold: str) -> bool:
+    """The reference's verdict on `text` (the prompt + completion) against `gold` (a bare answer, or a
+    solution ending in "#### N", read with rule 1); a missing answer on either side is wrong."""
+    expected = reference_extract(gold)
+    if expected is None:
+        expected = gold.strip().strip(" .!?$%")
+    predicted, target = _reference_value(reference_extract(text)), _reference_value(expected)
+    return predicted is not None and target is not None and predicted == target
 
 
 def math_verify_available() -> bool:

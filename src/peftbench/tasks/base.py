@@ -107,16 +107,22 @@ class Task:
     # shuffle the training data every epoch with the run's seed; a task whose reference trains in a
     # fixed order (MetaMathQA: hub order, bucketed by length) sets this to False
     shuffle_train: bool = True
+    # the name of the rule `is_correct` applies, recorded in each result (train_info.scoring_version):
+    # change it with the rule, so that tables, Pareto plots and compare never mix two rules
+    scoring_version: str = "peftbench-1"
 
     def load_data(self, *, task_dir: Path, seed: int = 0) -> TaskData:
         """Return the train/valid/test splits and the forgetting texts. Deterministic."""
         raise NotImplementedError
 
-    def is_correct(self, prediction: str, example: Example) -> bool:
-        """Whether a generated completion (the text after the prompt) answers `example`."""
+    def is_correct(self, prediction: str, example: Example, *, prompt: str = "") -> bool:
+        """Whether a generated completion (the text after the prompt) answers `example`; `prompt` is
+        the decoded prompt, for rules that read it too."""
         raise NotImplementedError
 
-    def extra_metrics(self, completions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
+    def extra_metrics(
+        self, completions: Sequence[str], examples: Sequence[Example], *, prompts: Sequence[str] = ()
+    ) -> dict[str, float]:
         """Further test metrics from the test completions, merged into the final metrics dict."""
         return {}
 

@@ -76,6 +76,8 @@ _BUILDERS = {
     ".arrow": "arrow",
 }
 MATH_VERIFY_KEY = "test accuracy math-verify"
+# our rule (peftbench.tasks.answers.is_correct), kept beside the reference's as a named extra metric
+PEFTBENCH_RULE_KEY = "test accuracy peftbench"
 
 
 def source_spec(source: str) -> dict[str, Any]:
@@ -206,8 +208,11 @@ class MetaMathQA(Task):
     forgetting_loss_band = (1.0, 2.0)
     # the reference trains on the filtered rows in hub order (bucketed by length), never shuffled
     shuffle_train = False
+    # "test accuracy" is the reference's rule, verdict for verdict (peftbench.tasks.answers)
+    scoring_version = "reference"
     metrics = (
         *COMMON_METRICS,
+        Metric("test_accuracy_peftbench", "higher", "test accuracy (peftbench rule)"),
         Metric("test_accuracy_math_verify", "higher", "test accuracy (Math-Verify)"),
     )
 
@@ -275,18 +280,24 @@ class MetaMathQA(Task):
             raise BadInput(f"the forgetting data from {json.dumps(spec)} is empty")
         return [row["text"] for row in rows]
 
-    def is_correct(self, prediction: str, example: Example) -> bool:
-        return answers.is_correct(prediction, example.answer)
+    def is_correct(self, prediction: str, example: Example, *, prompt: str = "") -> bool:
+        """The reference's rule on the decoded prompt + completion, as its run.py scores them."""
+        return answers.reference_is_correct(prompt + prediction, example.answer)
 
-    def extra_metrics(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
+    def extra_metrics(
+        self, predictions: Sequence[str], examples: Sequence[Example], *, prompts: Sequence[str] = ()
+    ) -> dict[str, float]:
         """Test metrics beyond "test accuracy", keyed as in the result file's final metrics dict.
 
-        Math-Verify's accuracy when the optional package is installed; nothing otherwise, so that a
-        run never fails for want of a second opinion.
+        Our rule on the completion alone ("test accuracy peftbench"); Math-Verify's accuracy when the
+        optional package is installed (nothing otherwise, so that a run never fails for want of a
+        second opinion).
         """
-        if not examples or not answers.math_verify_available():
+        if not examples:
             return {}
-        correct = [
-            answers.math_verify_correct(p, e.answer) for p, e in zip(predictions, examples, strict=True)
-        ]
-        return {MATH_VERIFY_KEY: sum(correct) / len(correct)}
+        pairs = list(zip(predictions, examples, strict=True))
+        metrics = {PEFTBENCH_RULE_KEY: sum(answers.is_correct(p, e.answer) for p, e in pairs) / len(pairs)}
+        if answers.math_verify_available():
+            correct = [answers.math_verify_correct(p, e.answer) for p, e in pairs]
+            metrics[MATH_VERIFY_KEY] = sum(correct) / len(correct)
+        return metrics

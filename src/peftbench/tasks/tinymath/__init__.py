@@ -45,6 +45,6 @@ class TinyMath(Task):
         }
         return TaskData(train=train, valid=valid, test=test, forgetting_texts=forgetting_texts(), info=info)
 
-    def is_correct(self, prediction: str, example: Example) -> bool:
+    def is_correct(self, prediction: str, example: Example, *, prompt: str = "") -> bool:
         """Correct when the number after the last "The answer is" equals the gold answer."""
         return answers.is_correct(prediction, example.answer)
