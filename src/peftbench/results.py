@@ -39,9 +39,14 @@ SECTIONS = ("run_info", "train_info", "meta_info")
 
 
 class TrainStatus(str, Enum):
+    """A run's train_info.status; compares and serialises as its string."""
+
     SUCCESS = "success"
     CANCELED = "canceled"
     FAILED = "failed"
+
+    def __str__(self) -> str:  # f-strings and str() give the value on every Python version
+        return self.value
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

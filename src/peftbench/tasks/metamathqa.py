@@ -76,6 +76,9 @@ _BUILDERS = {
     ".arrow": "arrow",
 }
 MATH_VERIFY_KEY = "test accuracy math-verify"
+MATH_VERIFY = Metric(
+    "test_accuracy_math_verify", "higher", "test accuracy (Math-Verify)", key=MATH_VERIFY_KEY
+)
 
 
 def source_spec(source: str) -> dict[str, Any]:
@@ -208,7 +211,7 @@ class MetaMathQA(Task):
     shuffle_train = False
     metrics = (
         *COMMON_METRICS,
-        Metric("test_accuracy_math_verify", "higher", "test accuracy (Math-Verify)"),
+        MATH_VERIFY,
     )
 
     def load_data(self, *, task_dir: Path, seed: int = 0) -> TaskData:
