@@ -304,10 +304,15 @@ def test_reference_results_load_as_task_metamathqa(reference_dir):
 
 
 def test_math_verify_key_becomes_the_declared_column():
-    from peftbench.analysis.aggregate import column_name
+    from result_records import make_record
 
-    assert column_name(mm.MATH_VERIFY_KEY) == "test_accuracy_math_verify"
-    assert mm.MetaMathQA().metric(column_name(mm.MATH_VERIFY_KEY)).higher_is_better
+    from peftbench.analysis.aggregate import record_to_row
+
+    record = make_record("lora/x", task="MetaMathQA")
+    record["train_info"]["metrics"][-1][mm.MATH_VERIFY_KEY] = 0.75
+    row = record_to_row(record, file=Path("x.json"), task="MetaMathQA")
+    assert row[mm.MATH_VERIFY.name] == row["test_accuracy_math_verify"] == 0.75
+    assert mm.MetaMathQA().metric(mm.MATH_VERIFY.name).higher_is_better
 
 
 # --- without a network: one clear line within seconds, never minutes of retries --------------------------

@@ -33,6 +33,7 @@ from typing import Any
 
 from peftbench.errors import BadInput
 from peftbench.files import atomic_write_text
+from peftbench.tasks.base import TEST_ACCURACY
 
 SCHEMA_VERSION = 1
 SECTIONS = ("run_info", "train_info", "meta_info")
@@ -152,7 +153,7 @@ def check_fields(data: dict[str, Any]) -> tuple[str, list[str]]:
             flagged.append(f"{where} is {value}")
         else:
             return f"{where} is {value!r} ({type(value).__name__}); {ok.__doc__}", flagged
-    return _test_correct_problem(train_info.get("test_correct"), final.get("test accuracy")), flagged
+    return _test_correct_problem(train_info.get("test_correct"), final.get(TEST_ACCURACY.key)), flagged
 
 
 def _test_correct_problem(correct: Any, accuracy: Any) -> str:
@@ -166,7 +167,7 @@ def _test_correct_problem(correct: Any, accuracy: Any) -> str:
     from_items = correct.count("1") / len(correct)
     if not _is_number(accuracy) or abs(accuracy - from_items) > _ACCURACY_TOLERANCE:
         return (
-            f'final metric "test accuracy" is {accuracy!r} but train_info.test_correct gives '
+            f'final metric "{TEST_ACCURACY.key}" is {accuracy!r} but train_info.test_correct gives '
             f"{correct.count('1')}/{len(correct)} = {from_items:.6g}"
         )
     return ""
@@ -191,7 +192,7 @@ def _is_text(value: Any) -> bool:
 def final_metrics(data: dict[str, Any]) -> dict[str, Any]:
     """The final metrics dict (the one holding "test accuracy"), or {} for a run that did not finish."""
     for entry in reversed(data["train_info"].get("metrics") or []):
-        if isinstance(entry, dict) and "test accuracy" in entry:
+        if isinstance(entry, dict) and TEST_ACCURACY.key in entry:
             return entry
     return {}
 

@@ -84,13 +84,14 @@ COMMON_METRICS: tuple[Metric, ...] = (
     MEMORY_99TH,
     TRAIN_LOSS,
 )
-# Facts of a run that are columns but not compared (the table's info columns).
+# Facts of every run that are columns but not compared (the table's info columns).
 TOTAL_PARAMS = _train_info("num_total_params", "lower", "total parameters", "num_total_params")
 TRAIN_SAMPLES = _final("train_samples", "higher", "train samples", "train samples")
 TRAIN_TOKENS = _final("train_total_tokens", "higher", "train total tokens", "train total tokens")
 FORGETTING_BEFORE = _final(
     "forgetting_loss_before", "lower", "base model forgetting loss", "forgetting loss before"
 )
+RUN_FACTS: tuple[Metric, ...] = (TOTAL_PARAMS, TRAIN_SAMPLES, TRAIN_TOKENS, FORGETTING_BEFORE)
 
 # The validation entries of the training curve, one per evaluation step (the step itself is "step").
 STEP = "step"
