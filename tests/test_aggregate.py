@@ -11,6 +11,7 @@ import pytest
 from result_records import make_record, write_record
 
 from peftbench.analysis import aggregate as agg
+from peftbench.analysis.overhead import TABLE_OVERHEAD_METRICS
 from peftbench.analysis.stats import t_interval, wilson_interval
 from peftbench.analysis.variant import labelled, run_variant
 from peftbench.errors import BadInput
@@ -270,7 +271,8 @@ def test_seed_summary_uses_the_t_interval_and_wilson(tmp_path):
 
 def test_task_metrics_come_from_the_plugin_or_fall_back_with_a_note():
     metrics, note = agg.task_metrics("no-such-task")
-    assert metrics == COMMON_METRICS
+    # the common metrics, then the overhead columns of inference records (present where measured)
+    assert metrics == (*COMMON_METRICS, *TABLE_OVERHEAD_METRICS)
     assert "no-such-task" in note
 
 

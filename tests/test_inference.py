@@ -372,3 +372,41 @@ def test_report_section_shows_the_matrix_and_the_overhead_plot(tmp_path):
     html = inference_section(loaded, "tinymath")
     assert 'id="overhead-tinymath"' in html and "capabilities" in html
     assert "1.250" in html and "merged_decode_overhead" in html
+
+
+def test_the_results_table_carries_the_decode_overhead_of_full_runs_only(tmp_path):
+    from result_records import make_record, write_record
+    from test_dashboard import make_task
+
+    from peftbench.analysis.aggregate import load_results, task_metrics
+    from peftbench.analysis.views import panel
+
+    task_dir = make_task(tmp_path)
+    assert "merged_decode_overhead" not in load_results([task_dir]).table.columns  # no records: no columns
+    folder = task_dir / "inference_results"
+    folder.mkdir()
+    (folder / "lora--r8.json").write_text(
+        json.dumps(inference_record("lora/r8", task="tinymath", unmerged=1.25, merged=1.01))
+    )
+    (folder / "ia3--small.json").write_text(
+        json.dumps(inference_record("ia3/small", task="tinymath", unmerged=1.5, merged=None))
+    )
+    quick = make_record("lora/r8", task="tinymath", seed=0, accuracy=0.4, memory=3_000)
+    quick["run_info"]["quick"] = True
+    write_record(task_dir / "temporary_results", quick)
+    table = load_results([task_dir], include_temporary=True).table
+    lora = table[table["experiment_name"] == "lora/r8"]
+    full = lora[lora["variant"].fillna("") == ""]
+    assert len(full) == 3 and (full["merged_decode_overhead"] == 1.01).all()
+    assert (full["unmerged_decode_overhead"] == 1.25).all()
+    assert lora[lora["variant"].fillna("") != ""]["merged_decode_overhead"].isna().all()
+    ia3 = table[table["experiment_name"] == "ia3/small"].iloc[0]
+    import pandas as pd
+
+    assert pd.isna(ia3["merged_decode_overhead"]) and ia3["unmerged_decode_overhead"] == 1.5
+    assert pd.isna(table[table["experiment_name"] == "oft/b32"]["unmerged_decode_overhead"]).all()
+    # a Pareto axis like any metric: accuracy vs unmerged overhead, lower is better
+    metrics = {m.name: m for m in task_metrics("tinymath")[0]}
+    x, y = metrics["unmerged_decode_overhead"], metrics["test_accuracy"]
+    shown = panel(table[table["variant"].fillna("") == ""], list(metrics.values()), axes=(x, y))
+    assert shown.frontier == ["lora/r8"]

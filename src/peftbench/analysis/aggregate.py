@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from peftbench.analysis.overhead import TABLE_OVERHEAD_METRICS, join_overhead
 from peftbench.analysis.variant import FULL, labelled, run_variant
 from peftbench.errors import BadInput, did_you_mean
 from peftbench.files import EXPERIMENTS, RESULT_DIRS, RESULTS, TEMPORARY_RESULTS
@@ -287,14 +288,15 @@ def _undeclared_test_metrics(final: Mapping[str, Any], *, taken: Mapping[str, An
 
 
 def task_metrics(task: str) -> tuple[tuple[Metric, ...], str]:
-    """The task plug-in's metrics, or COMMON_METRICS with a note when no plug-in can be loaded."""
+    """The task plug-in's metrics, or COMMON_METRICS with a note when no plug-in can be loaded; then
+    the inference overhead columns (`join_overhead`: present where the task has inference records)."""
     from peftbench.tasks import get_task
 
     try:
-        return tuple(get_task(task).metrics), ""
+        return (*get_task(task).metrics, *TABLE_OVERHEAD_METRICS), ""
     except (BadInput, ImportError, AttributeError) as exc:
         return (
-            COMMON_METRICS,
+            (*COMMON_METRICS, *TABLE_OVERHEAD_METRICS),
             f'task "{task}": no plug-in could be loaded ({exc}); showing the common metrics',
         )
 
@@ -303,7 +305,8 @@ def _row_metrics(task: str) -> tuple[Metric, ...]:
     """The columns a run's row has: the task's declared metrics (common ones where no plug-in loads)
     and the facts of every run."""
     metrics, _ = task_metrics(task)
-    return tuple({m.name: m for m in (*metrics, *RUN_FACTS) if m.section != "step"}.values())
+    # a metric without a key is not in the result file (the overhead columns join from inference records)
+    return tuple({m.name: m for m in (*metrics, *RUN_FACTS) if m.key and m.section != "step"}.values())
 
 
 def _step_metrics(task: str) -> tuple[Metric, ...]:
@@ -408,6 +411,8 @@ def load_results(paths: Iterable[str | Path], *, include_temporary: bool = False
                 continue
             curves.extend(curve_rows(data, file=file, task=task_of(data, file)))
     table, n_superseded = keep_latest(rows_to_table(rows))
+    table, overhead_warnings = join_overhead(table)
+    warnings.extend(overhead_warnings)
     curve_table = pd.DataFrame(curves, columns=None if curves else ["file", "step"])
     if not table.empty and not curve_table.empty:
         # curves of superseded runs go too; experiment and seed come from the runs table

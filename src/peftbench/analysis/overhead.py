@@ -179,6 +179,30 @@ def filter_matrix(matrix: pd.DataFrame, *, name: str = "", required: Iterable[st
     return matrix[mask]
 
 
+# the overhead columns the results table carries (seed rows of full runs), next to accuracy, so that the
+# table, the Pareto plot's axes, `peftbench table` and `pareto` offer them like any measured metric
+TABLE_OVERHEAD_METRICS = OVERHEAD_METRICS[:2]
+
+
+def join_overhead(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table with the merged and unmerged decode overhead of each run's experiment, read from
+    the inference records of its task folder (runs of quick or shortened variants get none: the
+    records measure the full experiment's adapter). Unchanged when no task folder has a record."""
+    if runs.empty or "file" not in runs.columns:
+        return runs, []
+    records, warnings = read_records(record_files(task_dirs_of(runs)))
+    if not records:
+        return runs, warnings
+    columns = [m.name for m in TABLE_OVERHEAD_METRICS]
+    overhead = overhead_table(records)[["task", "experiment_name", *columns]]
+    overhead = overhead.drop_duplicates(["task", "experiment_name"], keep="last")
+    joined = runs.drop(columns=columns, errors="ignore")
+    joined = joined.merge(overhead, on=["task", "experiment_name"], how="left")
+    if "variant" in joined.columns:
+        joined.loc[joined["variant"].fillna("") != "", columns] = float("nan")
+    return joined, warnings
+
+
 def find_overhead_metric(name: str) -> Metric:
     from peftbench.tasks.base import COMMON_METRICS
 

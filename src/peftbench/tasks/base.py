@@ -22,7 +22,8 @@ class Metric:
     `name` is the column in the aggregated table (see peftbench.analysis.aggregate), `direction`
     says which way is better, `label` is shown in plots. `key` is where the result file holds the
     value, in `section`: "final" (the final metrics dict, e.g. "test accuracy"), "step" (each
-    validation entry of the training curve), "train_info" or "run_info" (a field of that section).
+    validation entry of the training curve), "train_info" or "run_info" (a field of that section);
+    no key: the value is not in the result file (inference overhead, joined from its own records).
     `aggregate` says how runs of one experiment combine: "mean" (a Student-t interval across
     seeds) or "proportion" (also a Wilson interval over the test items for a single seed, from the
     run's per-item results).
