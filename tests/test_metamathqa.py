@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from peftbench.analysis.overhead import TABLE_OVERHEAD_METRICS
 from peftbench.errors import BadInput
 from peftbench.tasks import get_task
 from peftbench.tasks import metamathqa as mm
@@ -294,7 +295,8 @@ def test_reference_results_load_as_task_metamathqa(reference_dir):
     assert set(loaded.table["task"]) == {"MetaMathQA"}
     metrics, note = task_metrics("MetaMathQA")
     assert note == ""
-    assert metrics == mm.MetaMathQA.metrics
+    # the plug-in's metrics, then the overhead columns of inference records (as for every task)
+    assert metrics == (*mm.MetaMathQA.metrics, *TABLE_OVERHEAD_METRICS)
     shown = {m.name for m in available_metrics(loaded.table, metrics)}
     assert {"test_accuracy", "forgetting", "memory_max", "train_time", "num_trainable_params"} <= shown
     # the reference has no Math-Verify column; ours appears under the name the task declares
