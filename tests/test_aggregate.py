@@ -15,7 +15,14 @@ from peftbench.analysis.overhead import TABLE_OVERHEAD_METRICS
 from peftbench.analysis.stats import t_interval, wilson_interval
 from peftbench.analysis.variant import labelled, run_variant
 from peftbench.errors import BadInput
-from peftbench.tasks.base import COMMON_METRICS
+from peftbench.tasks.base import (
+    COMMON_METRICS,
+    RUN_FACTS,
+    TEST_ACCURACY,
+    TOKENS_PER_SEC,
+    TRAIN_TOKENS,
+    VALID_ACCURACY,
+)
 
 
 def test_row_maps_every_common_metric():
@@ -48,18 +55,19 @@ def test_reference_style_record_without_our_additions():
     assert row["memory_kind"] == "accelerator"
 
 
-@pytest.mark.parametrize(
-    ("key", "column"),
-    [
-        ("test accuracy", "test_accuracy"),
-        ("train loss", "train_loss"),
-        ("tokens / sec", "tokens_per_sec"),
-        ("test dino_similarity", "test_dino_similarity"),
-        ("test accuracy math-verify", "test_accuracy_math_verify"),
-    ],
-)
-def test_column_names(key, column):
-    assert agg.column_name(key) == column
+def test_columns_come_from_the_declared_metrics_and_undeclared_keys_are_not_columns():
+    record = make_record("lora/r8", accuracy=0.25)
+    final = record["train_info"]["metrics"][-1]
+    final["test dino_similarity"] = 0.9  # a key that no metric of the task declares
+    row = agg.record_to_row(record, file=agg.Path("x.json"), task="tinymath")
+    for metric in (*COMMON_METRICS, *RUN_FACTS):
+        assert metric.name in row
+    assert row[TEST_ACCURACY.name] == final[TEST_ACCURACY.key] == 0.25
+    assert row[TRAIN_TOKENS.name] == final[TRAIN_TOKENS.key]
+    assert "test_dino_similarity" not in row and "test dino_similarity" not in row
+    [*points] = agg.curve_rows(record, file=agg.Path("x.json"), task="tinymath")
+    assert [p[TOKENS_PER_SEC.name] for p in points] == [100.0, 100.0, 100.0]
+    assert [p[VALID_ACCURACY.name] for p in points] == pytest.approx([0.25 / 3, 0.5 / 3, 0.25])
 
 
 def test_task_from_record_else_from_the_folder_above_results(tmp_path):

@@ -61,7 +61,7 @@ def small_data():
 
 @pytest.mark.parametrize("exp", EXPERIMENTS, ids=lambda e: f"{e.task_name}/{e.experiment_name}")
 def test_experiment_builds_and_trains_two_steps(exp, small_data):
-    from peftbench.run import _build_model
+    from peftbench.run import prepare_model
     from peftbench.train import train
 
     generation = {"max_length": 256, "max_new_tokens": 4}
@@ -71,15 +71,17 @@ def test_experiment_builds_and_trains_two_steps(exp, small_data):
     peft_config = load_peft_config(exp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, tokenizer, device, _ = _build_model(exp, config, peft_config)
+        prepared = prepare_model(exp, config, peft_config, data=small_data)
+        model = prepared.model
         trainable_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         outcome = train(
             model=model,
-            tokenizer=tokenizer,
+            tokenizer=prepared.tokenizer,
             task=get_task(exp.task_name),
             data=small_data,
             config=config,
-            device=device,
+            device=prepared.device,
+            forgetting_loss_before=prepared.forgetting_before,
         )
     assert outcome.status == "success", outcome.error_msg
     assert outcome.num_trainable_params > 0

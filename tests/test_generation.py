@@ -46,12 +46,13 @@ def _cases():
 
 @pytest.mark.parametrize("exp", _cases())
 def test_generation_logits_equal_an_uncached_forward_pass(exp):
-    from peftbench.run import _build_model
+    from peftbench.run import prepare_model
 
     config = load_train_config(exp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, tokenizer, device, _ = _build_model(exp, config, load_peft_config(exp))
+        prepared = prepare_model(exp, config, load_peft_config(exp), data=None, final_test=False)
+        model, tokenizer, device = prepared.model, prepared.tokenizer, prepared.device
         torch.manual_seed(0)
         with torch.no_grad():
             for p in model.parameters():

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from peftbench.analysis.overhead import TABLE_OVERHEAD_METRICS
 from peftbench.errors import BadInput
 from peftbench.tasks import get_task
 from peftbench.tasks import metamathqa as mm
@@ -301,7 +302,8 @@ def test_reference_results_load_as_task_metamathqa(reference_dir):
     assert set(loaded.table["task"]) == {"MetaMathQA"}
     metrics, note = task_metrics("MetaMathQA")
     assert note == ""
-    assert metrics == mm.MetaMathQA.metrics
+    # the plug-in's metrics, then the overhead columns of inference records (as for every task)
+    assert metrics == (*mm.MetaMathQA.metrics, *TABLE_OVERHEAD_METRICS)
     shown = {m.name for m in available_metrics(loaded.table, metrics)}
     assert {"test_accuracy", "forgetting", "memory_max", "train_time", "num_trainable_params"} <= shown
     # the reference has no Math-Verify column; ours appears under the name the task declares
@@ -311,10 +313,15 @@ def test_reference_results_load_as_task_metamathqa(reference_dir):
 
 
 def test_math_verify_key_becomes_the_declared_column():
-    from peftbench.analysis.aggregate import column_name
+    from result_records import make_record
 
-    assert column_name(mm.MATH_VERIFY_KEY) == "test_accuracy_math_verify"
-    assert mm.MetaMathQA().metric(column_name(mm.MATH_VERIFY_KEY)).higher_is_better
+    from peftbench.analysis.aggregate import record_to_row
+
+    record = make_record("lora/x", task="MetaMathQA")
+    record["train_info"]["metrics"][-1][mm.MATH_VERIFY_KEY] = 0.75
+    row = record_to_row(record, file=Path("x.json"), task="MetaMathQA")
+    assert row[mm.MATH_VERIFY.name] == row["test_accuracy_math_verify"] == 0.75
+    assert mm.MetaMathQA().metric(mm.MATH_VERIFY.name).higher_is_better
 
 
 # --- without a network: one clear line within seconds, never minutes of retries --------------------------

@@ -67,6 +67,7 @@ def test_a_run_off_a_terminal_says_each_phase_and_each_evaluation(task_dir, caps
         "status",
         "test accuracy",
         "forgetting",
+        "train loss",
         "train+test time",
         "wall time",
         "result",

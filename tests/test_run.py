@@ -15,7 +15,7 @@ from toyworld import LORA
 
 from peftbench.cli import main
 from peftbench.experiment import load_train_config, resolve_experiment
-from peftbench.results import SECTIONS, load_completions, load_result
+from peftbench.results import SECTIONS, TrainStatus, load_completions, load_result
 
 # The reference's keys (huggingface/peft method_comparison result files); ours must have all of them.
 REFERENCE_KEYS = {
@@ -238,29 +238,38 @@ def test_a_dotted_set_changes_one_entry_of_the_runs_config(task_dir):
 
 
 def _build(task_dir: Path, experiment: str, **overrides):
+    """The model as `execute` prepares it (run.prepare_model), with its config."""
     from peftbench.experiment import load_peft_config
-    from peftbench.run import _build_model
+    from peftbench.run import prepare_model
+    from peftbench.tasks import get_task
 
     exp = resolve_experiment(task_dir / "experiments" / experiment)
     config = load_train_config(exp, overrides=overrides)
-    model, tokenizer, device, _ = _build_model(exp, config, load_peft_config(exp))
-    return model, tokenizer, config, device
+    data = get_task("toytask").load_data(task_dir=task_dir)
+    return prepare_model(exp, config, load_peft_config(exp), data=data), config
 
 
-def _train(task_dir: Path, model, tokenizer, config, device):
+def _train(task_dir: Path, prepared, config):
     from peftbench.tasks import get_task
     from peftbench.train import train
 
     task = get_task("toytask")
-    data = task.load_data(task_dir=task_dir)
-    return train(model=model, tokenizer=tokenizer, task=task, data=data, config=config, device=device)
+    return train(
+        model=prepared.model,
+        tokenizer=prepared.tokenizer,
+        task=task,
+        data=task.load_data(task_dir=task_dir),
+        config=config,
+        device=prepared.device,
+        forgetting_loss_before=prepared.forgetting_before,
+    )
 
 
 def test_adapter_weights_change_and_base_weights_do_not(task_dir):
-    model, tokenizer, config, device = _build(task_dir, "lora/toy-rank4", max_steps=2, eval_steps=2)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert _train(task_dir, model, tokenizer, config, device).status == "success"
-    after = model.state_dict()
+    prepared, config = _build(task_dir, "lora/toy-rank4", max_steps=2, eval_steps=2)
+    before = {k: v.clone() for k, v in prepared.model.state_dict().items()}
+    assert _train(task_dir, prepared, config).status == TrainStatus.SUCCESS
+    after = prepared.model.state_dict()
     lora_b = [k for k in before if "lora_B" in k]
     base = [k for k in before if "lora_" not in k]
     assert lora_b and base
@@ -277,16 +286,16 @@ def test_gradient_accumulation_matches_one_big_batch(task_dir):
         "lr_scheduler": None,
         "grad_norm_clip": 0.0,
     }
-    big, tok, cfg_big, device = _build(task_dir, "full-finetuning/toy-default", batch_size=8, **common)
-    small, _, cfg_small, _ = _build(
+    big, cfg_big = _build(task_dir, "full-finetuning/toy-default", batch_size=8, **common)
+    small, cfg_small = _build(
         task_dir, "full-finetuning/toy-default", batch_size=2, gradient_accumulation_steps=4, **common
     )
-    start = {k: v.clone() for k, v in big.state_dict().items()}
-    assert _train(task_dir, big, tok, cfg_big, device).status == "success"
-    assert _train(task_dir, small, tok, cfg_small, device).status == "success"
+    start = {k: v.clone() for k, v in big.model.state_dict().items()}
+    assert _train(task_dir, big, cfg_big).status == TrainStatus.SUCCESS
+    assert _train(task_dir, small, cfg_small).status == TrainStatus.SUCCESS
     moved = 0
-    for key, value in big.state_dict().items():
-        torch.testing.assert_close(small.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+    for key, value in big.model.state_dict().items():
+        torch.testing.assert_close(small.model.state_dict()[key], value, rtol=1e-4, atol=1e-6)
         moved += not torch.equal(value, start[key])
     assert moved > 0
 

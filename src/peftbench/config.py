@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from peftbench.errors import BadInput, did_you_mean
-
-PEFT_OPTIMIZERS = ("lora+", "lora-fa", "riemannian")
+from peftbench.methods import OPTIMIZERS
 
 # The checker is hand-written rather than a pydantic model: the allowed entries of the two object
 # settings are not fixed but read at run time from the libraries that take them (the optimizer's
@@ -59,13 +58,6 @@ ENTRY_TYPES: dict[str, dict[str, Any]] = {
         "eos_token_id": _Count | list[int] | None,
         "stop_strings": str | list[str] | None,
     },
-}
-# peft's optimizer factories: (function, the torch.optim class that gets their **kwargs in train.py,
-# the entries the function pops from **kwargs itself, which its signature does not show)
-PEFT_FACTORIES = {
-    "lora+": ("create_loraplus_optimizer", "AdamW", ("loraplus_weight_decay", "loraplus_lr_embedding")),
-    "lora-fa": ("create_lorafa_optimizer", None, ()),
-    "riemannian": ("create_riemannian_optimizer", "AdamW", ()),
 }
 
 
@@ -106,7 +98,8 @@ class TrainConfig:
     seed: int = _help("Seeds everything random: initialisation, data order, dropout.")
     grad_norm_clip: float = _help("Clip the gradient norm to this value; 0 turns clipping off.")
     optimizer_type: str = _help(
-        "A torch.optim class name (e.g. 'AdamW'), or 'lora+', 'lora-fa', 'riemannian' from peft.optimizers."
+        "A torch.optim class name (e.g. 'AdamW'), or an optimizer of peftbench.methods: 'lora+', "
+        "'lora-fa', 'riemannian' (from peft.optimizers)."
     )
     optimizer_kwargs: dict[str, Any] = _help(
         "Keyword arguments of the optimizer; must include 'lr'. For 'lora+': loraplus_lr_ratio etc. "
@@ -210,14 +203,14 @@ def _check_values(c: TrainConfig) -> None:
         raise BadValue("grad_norm_clip", f'"grad_norm_clip" must be >= 0 (0 = off), got {c.grad_norm_clip}')
     if "{query}" not in c.query_template:
         raise BadValue("query_template", '"query_template" must contain "{query}"')
-    if c.optimizer_type not in PEFT_OPTIMIZERS:
+    if c.optimizer_type not in OPTIMIZERS:
         optimizers = _torch_optimizers()
         if c.optimizer_type not in optimizers:
-            hint = did_you_mean(c.optimizer_type, [*optimizers, *PEFT_OPTIMIZERS])
+            hint = did_you_mean(c.optimizer_type, [*optimizers, *OPTIMIZERS])
             raise BadValue(
                 "optimizer_type",
                 f'"optimizer_type" {c.optimizer_type!r} is neither a torch.optim class nor one of '
-                f"{', '.join(PEFT_OPTIMIZERS)}{hint}",
+                f"{', '.join(OPTIMIZERS)}{hint}",
             )
     if "lr" not in c.optimizer_kwargs:
         raise BadValue("optimizer_kwargs", '"optimizer_kwargs" must contain "lr"')
@@ -262,14 +255,17 @@ def optimizer_arguments(optimizer_type: str) -> tuple[str, tuple[str, ...]]:
     """(what takes them, the keyword arguments `optimizer_kwargs` may hold) for an optimizer type."""
     import torch.optim
 
-    if optimizer_type not in PEFT_FACTORIES:
+    if optimizer_type not in OPTIMIZERS:
         names, _ = _parameters(getattr(torch.optim, optimizer_type).__init__, skip=("self", "params"))
         return f"torch.optim.{optimizer_type}", tuple(names)
+    spec = OPTIMIZERS[optimizer_type]
+    if not spec.peft_function:
+        return f"the {optimizer_type!r} optimizer factory", spec.arguments
     import peft.optimizers
 
-    factory, passes_to, popped = PEFT_FACTORIES[optimizer_type]
+    factory, passes_to = spec.peft_function, spec.passes_to
     names, has_kwargs = _parameters(getattr(peft.optimizers, factory), skip=("model", "optimizer_cls"))
-    names += popped
+    names += spec.pops
     if has_kwargs and passes_to:
         names += _parameters(getattr(torch.optim, passes_to).__init__, skip=("self", "params"))[0]
         return f"peft's {factory} (with torch.optim.{passes_to})", tuple(dict.fromkeys(names))

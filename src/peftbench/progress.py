@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from peftbench.files import atomic_write_text
+from peftbench.tasks.base import STEP, STEP_EVAL_TIME, STEP_TRAIN_LOSS, STEP_TRAIN_TIME, VALID_ACCURACY
 
 PROGRESS_FILE_ENV = "PEFTBENCH_PROGRESS_FILE"
 # during training the progress file is rewritten at most this often: a sweep polls it about twice a
@@ -115,14 +116,14 @@ class RunProgress:
 
     def evaluated(self, entry: dict[str, Any], *, max_steps: int, eval_every: int) -> None:
         """One line per evaluation: its numbers, the time per step, and the time left."""
-        step = entry["step"]
-        per_step = entry["train time"] / eval_every
+        step = entry[STEP]
+        per_step = entry[STEP_TRAIN_TIME.key] / eval_every
         evals_left = max_steps // eval_every - step // eval_every
-        left = (max_steps - step) * per_step + evals_left * entry["eval time"]
+        left = (max_steps - step) * per_step + evals_left * entry[STEP_EVAL_TIME.key]
         self.line(
-            f"step {step}/{max_steps}: valid accuracy {entry['valid accuracy']:.3f}, train loss "
-            f"{entry['train loss']:.4f}, {per_step:.2f} s/step, eval {entry['eval time']:.1f} s, "
-            f"training left ~{tqdm.format_interval(left)}"
+            f"step {step}/{max_steps}: {VALID_ACCURACY.key} {entry[VALID_ACCURACY.key]:.3f}, "
+            f"{STEP_TRAIN_LOSS.key} {entry[STEP_TRAIN_LOSS.key]:.4f}, {per_step:.2f} s/step, "
+            f"eval {entry[STEP_EVAL_TIME.key]:.1f} s, training left ~{tqdm.format_interval(left)}"
         )
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix)

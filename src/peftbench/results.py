@@ -43,6 +43,7 @@ from typing import Any
 
 from peftbench.errors import BadInput
 from peftbench.files import atomic_write, atomic_write_text
+from peftbench.tasks.base import TEST_ACCURACY
 
 # 2: train_info.scoring_version and the completions sidecar
 SCHEMA_VERSION = 2
@@ -55,9 +56,14 @@ SECTIONS = ("run_info", "train_info", "meta_info")
 
 
 class TrainStatus(str, Enum):
+    """A run's train_info.status; compares and serialises as its string."""
+
     SUCCESS = "success"
     CANCELED = "canceled"
     FAILED = "failed"
+
+    def __str__(self) -> str:  # f-strings and str() give the value on every Python version
+        return self.value
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -222,7 +228,7 @@ def check_fields(data: dict[str, Any]) -> tuple[str, list[str]]:
             flagged.append(f"{where} is {value}")
         else:
             return f"{where} is {value!r} ({type(value).__name__}); {ok.__doc__}", flagged
-    return _test_correct_problem(train_info.get("test_correct"), final.get("test accuracy")), flagged
+    return _test_correct_problem(train_info.get("test_correct"), final.get(TEST_ACCURACY.key)), flagged
 
 
 def _test_correct_problem(correct: Any, accuracy: Any) -> str:
@@ -236,7 +242,7 @@ def _test_correct_problem(correct: Any, accuracy: Any) -> str:
     from_items = correct.count("1") / len(correct)
     if not _is_number(accuracy) or abs(accuracy - from_items) > _ACCURACY_TOLERANCE:
         return (
-            f'final metric "test accuracy" is {accuracy!r} but train_info.test_correct gives '
+            f'final metric "{TEST_ACCURACY.key}" is {accuracy!r} but train_info.test_correct gives '
             f"{correct.count('1')}/{len(correct)} = {from_items:.6g}"
         )
     return ""
@@ -261,7 +267,7 @@ def _is_text(value: Any) -> bool:
 def final_metrics(data: dict[str, Any]) -> dict[str, Any]:
     """The final metrics dict (the one holding "test accuracy"), or {} for a run that did not finish."""
     for entry in reversed(data["train_info"].get("metrics") or []):
-        if isinstance(entry, dict) and "test accuracy" in entry:
+        if isinstance(entry, dict) and TEST_ACCURACY.key in entry:
             return entry
     return {}
 

@@ -10,6 +10,7 @@ import datetime as dt
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -28,10 +29,11 @@ from peftbench.experiment import (
     load_train_config,
     schedule_warnings,
 )
+from peftbench.files import CANCELLED_RESULTS, PARITY_RESULTS, RESULTS, TEMPORARY_RESULTS
 from peftbench.progress import RunProgress
-from peftbench.results import SCHEMA_VERSION, write_result
+from peftbench.results import SCHEMA_VERSION, TrainStatus, write_result
 from peftbench.signals import Cancellation
-from peftbench.tasks import get_task
+from peftbench.tasks import Task, TaskData, get_task
 
 
 @dataclass
@@ -86,6 +88,102 @@ def execute(
         )
 
 
+@dataclass
+class PreparedModel:
+    """The model as a run trains it, and the base model's forgetting loss measured before wrapping."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    model_path: str
+    forgetting_before: float | None  # None when not measured (a tuning trial)
+
+
+def prepare_model(
+    experiment: Experiment,
+    config: TrainConfig,
+    peft_config: Any,
+    *,
+    data: TaskData | None,
+    progress: RunProgress | None = None,
+    final_test: bool = True,
+) -> PreparedModel:
+    """Seed and load the base model, measure its forgetting baseline, then wrap it with PEFT.
+
+    The baseline is measured on the base model before PEFT wraps it: some initialisations (PiSSA,
+    OLoRA) rewrite the base weights, and then switching the adapter off does not give the base model
+    back. `final_test=False` (a tuning trial, which never tests) skips the baseline and the slow-CPU
+    warning; `data` (whose forgetting texts give the baseline) may then be None.
+    """
+    if final_test and data is None:
+        raise ValueError("prepare_model: the final test needs the data's forgetting texts for its baseline")
+    progress = progress or RunProgress()
+    with progress.phase(f"loading the base model {config.model_id}") as note:
+        model, tokenizer, device, model_path = _load_base_model(experiment, config)
+        note.text = f"on {device}"
+    forgetting_before = None
+    if final_test:
+        from peftbench.train import forgetting_loss
+
+        _warn_if_slow_on_cpu(model, tokenizer, data, config=config, device=device)
+        with progress.phase(f"forgetting baseline ({len(data.forgetting_texts)} texts)") as note:
+            forgetting_before = forgetting_loss(
+                model, tokenizer, data.forgetting_texts, config=config, device=device
+            )
+            note.text = f"loss {forgetting_before:.4f}"
+    model = _adapt(model, tokenizer, config, peft_config)
+    return PreparedModel(model, tokenizer, device, model_path, forgetting_before)
+
+
+@dataclass
+class _RunPlan:
+    """What a run is, settled before anything loads: the configs, the task, and where it will be filed."""
+
+    config: TrainConfig
+    peft_config: Any
+    task: Task
+    git: dict[str, Any]
+    cli_overrides: dict[str, Any]
+    is_main_run: bool
+
+
+def _plan(
+    experiment: Experiment, *, seed: int | None, quick: bool, overrides: dict[str, Any] | None
+) -> _RunPlan:
+    """Load and check the configs (BadInput before anything is trained), the task and the git state."""
+    overrides = dict(overrides or {})
+    if seed is not None:
+        overrides["seed"] = seed
+    config = load_train_config(experiment, quick=quick, overrides=overrides)
+    peft_config = load_peft_config(experiment)
+    for warning in schedule_warnings(experiment, config, peft_config):
+        print(f"warning: {warning}", file=sys.stderr)
+    if config.init_kv_cache_prefix and peft_config is None:
+        raise BadInput('"init_kv_cache_prefix" applies to prefix tuning only, not to full fine-tuning')
+    if peft_config is not None:  # before the data, the weights and the forgetting baseline load
+        from peftbench import modeling
+        from peftbench.adapter_fit import check_adapter_fit
+
+        model_path = modeling.resolve_model_id(config.model_id, experiment.task_dir)
+        check_adapter_fit(
+            peft_config,
+            model_path=model_path,
+            config_file=experiment.adapter_config_path,
+            model_id=config.model_id,
+        )
+    git = provenance.git_state(experiment.task_dir)
+    cli_overrides = {k: v for k, v in overrides.items() if k != "seed"}
+    is_main_run = git["branch"] == "main" and git["dirty"] is False and not quick and not cli_overrides
+    return _RunPlan(
+        config=config,
+        peft_config=peft_config,
+        task=get_task(experiment.task_name),
+        git=git,
+        cli_overrides=cli_overrides,
+        is_main_run=is_main_run,
+    )
+
+
 def _execute(
     experiment: Experiment,
     *,
@@ -97,119 +195,100 @@ def _execute(
     write: bool,
     cancel: Cancellation,
 ) -> RunOutcome:
-    from peftbench import modeling  # torch-heavy: imported when a run starts, not with this module
-
-    overrides = dict(overrides or {})
-    if seed is not None:
-        overrides["seed"] = seed
-    config = load_train_config(experiment, quick=quick, overrides=overrides)
-    peft_config = load_peft_config(experiment)
-    for warning in schedule_warnings(experiment, config, peft_config):
-        print(f"warning: {warning}", file=sys.stderr)
-    if config.init_kv_cache_prefix and peft_config is None:
-        raise BadInput('"init_kv_cache_prefix" applies to prefix tuning only, not to full fine-tuning')
-    if peft_config is not None:  # before the data, the weights and the forgetting baseline load
-        from peftbench.adapter_fit import check_adapter_fit
-
-        model_path = modeling.resolve_model_id(config.model_id, experiment.task_dir)
-        check_adapter_fit(
-            peft_config,
-            model_path=model_path,
-            config_file=experiment.adapter_config_path,
-            model_id=config.model_id,
-        )
-    task = get_task(experiment.task_name)
-    git = provenance.git_state(experiment.task_dir)
-    cli_overrides = {k: v for k, v in overrides.items() if k != "seed"}
-    is_main_run = git["branch"] == "main" and git["dirty"] is False and not quick and not cli_overrides
+    plan = _plan(experiment, seed=seed, quick=quick, overrides=overrides)
+    config, task = plan.config, plan.task
     record = partial(
         _record,
         experiment=experiment,
         config=config,
-        peft_config=peft_config,
+        peft_config=plan.peft_config,
         task=task,
-        git=git,
+        git=plan.git,
         quick=quick,
-        cli_overrides=cli_overrides,
+        cli_overrides=plan.cli_overrides,
         tic=time.perf_counter(),
         created_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
     )
-
     progress = RunProgress()
     try:
         cancel.watch(progress)
         with progress.phase(f"loading the {task.name} data") as note:
             data = task.load_data(task_dir=experiment.task_dir, seed=0)
             note.text = f"{len(data.train)} train, {len(data.valid)} valid, {len(data.test)} test examples"
-        with progress.phase(f"loading the base model {config.model_id}") as note:
-            model, tokenizer, device, model_path = _load_base_model(experiment, config)
-            note.text = f"on {device}"
-        _warn_if_slow_on_cpu(model, tokenizer, data, config=config, device=device)
-        from peftbench.train import forgetting_loss
-
-        # on the base model before PEFT wraps it: some initialisations (PiSSA, OLoRA) rewrite the base
-        # weights, and then switching the adapter off does not give the base model back
-        with progress.phase(f"forgetting baseline ({len(data.forgetting_texts)} texts)") as note:
-            forgetting_before = forgetting_loss(
-                model, tokenizer, data.forgetting_texts, config=config, device=device
-            )
-            note.text = f"loss {forgetting_before:.4f}"
-        model = _adapt(model, tokenizer, config, peft_config)
+        prepared = prepare_model(experiment, config, plan.peft_config, data=data, progress=progress)
         cancel.check()  # a signal swallowed on the way (e.g. inside a destructor) still cancels
-        outcome = _train(
-            model,
-            tokenizer,
-            task=task,
-            data=data,
-            config=config,
-            device=device,
-            verbose=verbose,
-            forgetting_before=forgetting_before,
-            progress=progress,
-        )
+        outcome = _train(prepared, task=task, data=data, config=config, verbose=verbose, progress=progress)
     except KeyboardInterrupt:
         # no model trained: the record holds what is known, with no metrics
         from peftbench.train import TrainOutcome
 
         cancel.defer("writing the result")
         error = cancel.message or f"canceled during {progress.state['phase']}"
-        outcome = TrainOutcome(status="canceled", error_msg=error)
+        outcome = TrainOutcome(status=TrainStatus.CANCELED, error_msg=error)
         return _file(
             record(outcome=outcome),
             experiment,
             config,
-            kind="cancelled_results",
+            kind=CANCELLED_RESULTS,
             write=write,
             signum=cancel.signum,
         )
     cancel.defer("writing the result")
+    return _file_trained(
+        record,
+        prepared,
+        outcome,
+        plan=plan,
+        experiment=experiment,
+        data=data,
+        save_adapter=save_adapter,
+        write=write,
+        cancel=cancel,
+    )
+
+
+def _file_trained(
+    record: Callable[..., dict[str, Any]],
+    prepared: PreparedModel,
+    outcome: Any,
+    *,
+    plan: _RunPlan,
+    experiment: Experiment,
+    data: TaskData,
+    save_adapter: Path | None,
+    write: bool,
+    cancel: Cancellation,
+) -> RunOutcome:
+    """Measure the checkpoint, fingerprint the weights, build the record and file it by its status."""
+    from peftbench import modeling
+
     if cancel.signum is not None:
-        outcome.status, outcome.error_msg = "canceled", cancel.message
+        outcome.status, outcome.error_msg = TrainStatus.CANCELED, cancel.message
     # an adapter nobody asked for is not saved (only to measure it) for a run that ends canceled
-    measure = save_adapter is not None or outcome.status == "success"
+    measure = save_adapter is not None or outcome.status == TrainStatus.SUCCESS
     file_size, checkpoint_dir = (
-        _checkpoint_size(model, peft_config, save_dir=save_adapter) if measure else (0, None)
+        _checkpoint_size(prepared.model, plan.peft_config, save_dir=save_adapter) if measure else (0, None)
     )
     # hashing a large model's weights takes long: a run cancelled by a signal is written without it
-    fingerprint = None if cancel.signum is not None else modeling.weights_fingerprint(model_path)
+    fingerprint = None if cancel.signum is not None else modeling.weights_fingerprint(prepared.model_path)
     done = record(
         outcome=outcome,
         file_size=file_size,
-        device=device,
+        device=prepared.device,
         data=data,
-        model_info=provenance.model_info(model_path, fingerprint),
+        model_info=provenance.model_info(prepared.model_path, fingerprint),
     )
     if cancel.signum is not None:  # came while the record was built: it is filed as cancelled
-        done["train_info"]["status"], done["run_info"]["error_msg"] = "canceled", cancel.message
+        done["train_info"]["status"], done["run_info"]["error_msg"] = TrainStatus.CANCELED, cancel.message
     kind = (
-        "cancelled_results"
-        if done["train_info"]["status"] != "success"
-        else (experiment.results_kind if is_main_run else "temporary_results")
+        CANCELLED_RESULTS
+        if done["train_info"]["status"] != TrainStatus.SUCCESS
+        else (experiment.results_kind if plan.is_main_run else TEMPORARY_RESULTS)
     )
     return _file(
         done,
         experiment,
-        config,
+        plan.config,
         kind=kind,
         write=write,
         signum=cancel.signum,
@@ -219,29 +298,26 @@ def _execute(
 
 
 def _train(
-    model: Any,
-    tokenizer: Any,
+    prepared: PreparedModel,
     *,
-    task: Any,
-    data: Any,
+    task: Task,
+    data: TaskData,
     config: TrainConfig,
-    device: str,
     verbose: bool,
-    forgetting_before: float,
     progress: RunProgress,
 ) -> Any:
     """`train.train`, then a warning when the base model's forgetting loss is off the task's band."""
     from peftbench.train import train
 
     outcome = train(
-        model=model,
-        tokenizer=tokenizer,
+        model=prepared.model,
+        tokenizer=prepared.tokenizer,
         task=task,
         data=data,
         config=config,
-        device=device,
+        device=prepared.device,
         verbose=verbose,
-        forgetting_loss_before=forgetting_before,
+        forgetting_loss_before=prepared.forgetting_before,
         progress=progress,
     )
     lo, hi = task.forgetting_loss_band
@@ -267,7 +343,11 @@ def _file(
 ) -> RunOutcome:
     """Where the record belongs (results: one per seed; the others: one per run), written there if asked."""
     # microseconds: two runs of one experiment in the same second must not overwrite each other
-    stamp = "" if kind == "results" else dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%f")
+    stamp = (
+        ""
+        if kind in (RESULTS, PARITY_RESULTS)
+        else dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S-%f")
+    )
     path = experiment.result_path(kind=kind, seed=config.seed, timestamp=stamp)
     if write:
         write_result(path, record, completions)
@@ -340,12 +420,6 @@ def _record(
             "pytorch_info": provenance.pytorch_info(),
         },
     }
-
-
-def _build_model(experiment: Experiment, config: TrainConfig, peft_config: Any) -> tuple[Any, Any, str, str]:
-    """The model as a run trains it: `_load_base_model`, then `_adapt`."""
-    model, tokenizer, device, model_path = _load_base_model(experiment, config)
-    return _adapt(model, tokenizer, config, peft_config), tokenizer, device, model_path
 
 
 def _load_base_model(experiment: Experiment, config: TrainConfig) -> tuple[Any, Any, str, str]:

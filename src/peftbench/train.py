@@ -1,7 +1,11 @@
 """The training loop, written out: batches, steps, periodic validation, final test and forgetting.
 
-It reads top to bottom like the reference's `run.py` and nanoGPT's `train.py`: no Trainer, no
-callbacks. It knows nothing task-specific: the task comes in as data (TaskData) and a scorer.
+Laid out as torchtune's recipes are: `setup` builds a `TrainState`, `train_step` is one flat
+optimizer step, `validation_entry` and `final_entry` make the curve's and the final metrics dicts,
+and `train` runs them and maps what stops it to a status. No Trainer. It knows nothing
+task-specific (the task comes in as data, TaskData, and a scorer) and nothing method-specific: a
+method's auxiliary loss, per-step allocation, optimizer or initialisation comes from its hooks in
+peftbench.methods. Metric keys come from their declarations in peftbench.tasks.base.
 """
 
 from __future__ import annotations
@@ -13,17 +17,42 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
+from peftbench import methods
 from peftbench import reference_parity as reference_parity_rules
 from peftbench.config import TrainConfig
 from peftbench.evaluation import Generations, generate, mean_per_token_loss, score
 from peftbench.modeling import MemoryMeter, count_parameters
 from peftbench.progress import RunProgress
-from peftbench.tasks.base import Example, Task, TaskData
+from peftbench.results import TrainStatus
+from peftbench.tasks.base import (
+    ELAPSED_TIME,
+    FORGETTING,
+    FORGETTING_BEFORE,
+    LEARNING_RATE,
+    MEM_ALLOCATED_AVG,
+    MEM_RESERVED_AVG,
+    STEP,
+    STEP_EVAL_TIME,
+    STEP_TRAIN_LOSS,
+    STEP_TRAIN_SAMPLES,
+    STEP_TRAIN_TIME,
+    TEST_ACCURACY,
+    TOKENS_PER_SEC,
+    TRAIN_LOSS,
+    TRAIN_SAMPLES,
+    TRAIN_TOKENS,
+    VALID_ACCURACY,
+    VALID_GENERATED_TOKENS,
+    Example,
+    Task,
+    TaskData,
+)
 from peftbench.tokencache import cached_tokenize
 
 # batches per length bucket (the reference's BUCKET_FACTOR): sorting within buckets of
@@ -50,7 +79,7 @@ class EarlyStop(Exception):
 
 @dataclass
 class TrainOutcome:
-    status: str = "failed"  # success | canceled | failed
+    status: TrainStatus = TrainStatus.FAILED
     error_msg: str = ""
     metrics: list[dict[str, Any]] = field(default_factory=list)
     train_time: float = 0.0
@@ -127,26 +156,10 @@ def collate(micro_batch: list[list[int]], *, pad_id: int) -> dict[str, torch.Ten
 
 
 def make_optimizer(model: Any, config: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
-    kwargs = dict(config.optimizer_kwargs)
-    if config.optimizer_type == "lora+":
-        from peft.optimizers import create_loraplus_optimizer
-
-        optimizer = create_loraplus_optimizer(model, optimizer_cls=torch.optim.AdamW, **kwargs)
-    elif config.optimizer_type == "lora-fa":
-        from peft.optimizers import create_lorafa_optimizer
-
-        # the reference repeats r and lora_alpha in optimizer_kwargs; default them from the LoRA config
-        lora = model.peft_config[model.active_adapter]
-        kwargs.setdefault("r", lora.r)
-        kwargs.setdefault("lora_alpha", lora.lora_alpha)
-        optimizer = create_lorafa_optimizer(model, **kwargs)
-    elif config.optimizer_type == "riemannian":
-        from peft.optimizers import create_riemannian_optimizer
-
-        optimizer = create_riemannian_optimizer(model, optimizer_cls=torch.optim.AdamW, **kwargs)
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = getattr(torch.optim, config.optimizer_type)(params, **kwargs)
+    """The optimizer (a factory of peftbench.methods, or torch.optim's class) and the lr schedule."""
+    optimizer = methods.create_optimizer(
+        model, optimizer_type=config.optimizer_type, kwargs=config.optimizer_kwargs
+    )
     if config.lr_scheduler == "cosine":
         from transformers import get_cosine_schedule_with_warmup
 
@@ -211,6 +224,228 @@ def forgetting_loss(
     return loss
 
 
+@dataclass
+class TrainState:
+    """Everything a run's phases share: the model and data, the optimizer, the hooks, the running tallies."""
+
+    model: Any
+    tokenizer: Any
+    task: Task
+    data: TaskData
+    config: TrainConfig
+    device: str
+    progress: RunProgress
+    hooks: methods.Hooks
+    meter: MemoryMeter
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], Any]
+    batches: Iterator[list[list[list[int]]]]
+    valid_prompts: list[list[int]]
+    test_prompts: list[list[int]]
+    out: TrainOutcome
+    losses: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    samples: int = 0
+    eval_time: float = 0.0
+    tic_train: float = 0.0
+
+
+def setup(
+    *,
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    data: TaskData,
+    config: TrainConfig,
+    device: str,
+    progress: RunProgress,
+    final_test: bool,
+) -> TrainState:
+    """Tokenise, run the method's data-dependent initialisation, build the optimizer: the state to train."""
+    out = TrainOutcome()
+    meter = MemoryMeter(device)
+    peft_config = model.peft_config[model.active_adapter] if hasattr(model, "disable_adapter") else None
+    hooks = methods.hooks_for(peft_config)
+    parity = config.reference_parity
+    with progress.phase(f"tokenising {len(data.train)} training examples"):
+        train_seqs = (reference_parity_rules.tokenize_train if parity else tokenize_train)(
+            tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
+        )
+        valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
+        test_prompts = (
+            tokenize_prompts(tokenizer, data.test, template=config.query_template) if final_test else []
+        )
+    stream = partial(
+        step_batches,
+        train_seqs,
+        batch_size=config.batch_size,
+        accumulation=config.gradient_accumulation_steps,
+        seed=config.seed,
+        shuffle=task.shuffle_train,
+        reference_parity=parity,
+    )
+    if hooks.init is not None:
+        with progress.phase(f"method initialisation from {hooks.init_steps} training steps"):
+            hooks.init(
+                model,
+                _init_batches(
+                    stream(), steps=hooks.init_steps, config=config, tokenizer=tokenizer, device=device
+                ),
+            )
+    optimizer, scheduler = make_optimizer(model, config)
+    # counted after the optimizer exists: some (LoRA-FA) freeze parameters when they are created
+    out.num_trainable_params, out.num_total_params = count_parameters(model)
+    use_scaler = config.use_amp and device == "cuda" and config.dtype != "bfloat16"
+    return TrainState(
+        model=model,
+        tokenizer=tokenizer,
+        task=task,
+        data=data,
+        config=config,
+        device=device,
+        progress=progress,
+        hooks=hooks,
+        meter=meter,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device, enabled=use_scaler),
+        autocast=(lambda: torch.autocast(device_type=device)) if config.use_amp else nullcontext,
+        batches=stream(),
+        valid_prompts=valid_prompts,
+        test_prompts=test_prompts,
+        out=out,
+    )
+
+
+def _collate_for(config: TrainConfig) -> Callable[..., dict[str, torch.Tensor]]:
+    return reference_parity_rules.collate if config.reference_parity else collate
+
+
+def _init_batches(
+    stream: Iterator[list[list[list[int]]]], *, steps: int, config: TrainConfig, tokenizer: Any, device: str
+) -> list[dict[str, torch.Tensor]]:
+    """The collated micro-batches of the first `steps` training steps, on the device (init hooks' input)."""
+    collate_mb = _collate_for(config)
+    return [
+        {k: v.to(device) for k, v in collate_mb(mb, pad_id=tokenizer.pad_token_id).items()}
+        for _ in range(steps)
+        for mb in next(stream)
+    ]
+
+
+def train_step(state: TrainState, step: int) -> float:
+    """One optimizer step over its micro-batches; returns the step's training loss (summed over them)."""
+    tic = time.perf_counter()
+    model, hooks, device = state.model, state.hooks, state.device
+    collate_mb = _collate_for(state.config)
+    micro_batches = [collate_mb(mb, pad_id=state.tokenizer.pad_token_id) for mb in next(state.batches)]
+    # normalise by the label tokens of the whole step, so accumulation equals one big batch
+    n_items = (
+        reference_parity_rules.loss_normaliser(micro_batches)
+        if state.config.reference_parity
+        else sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro_batches)
+    )
+    state.tokens.append(sum(int(mb["attention_mask"].sum()) for mb in micro_batches))
+    state.optimizer.zero_grad(set_to_none=True)
+    step_loss = torch.zeros((), device=device)
+    for mb in micro_batches:
+        mb = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
+        with state.autocast():
+            loss = model(**mb, num_items_in_batch=n_items).loss
+        objective = loss + hooks.aux_loss(model) / len(micro_batches) if hooks.aux_loss else loss
+        state.scaler.scale(objective).backward()
+        step_loss += loss.detach()
+        state.samples += len(mb["input_ids"])
+    loss_value = step_loss.item()  # the one host synchronisation per step
+    if not math.isfinite(loss_value):
+        raise RunCanceled(f"non-finite training loss ({loss_value}) at step {step}")
+    if state.config.grad_norm_clip:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), state.config.grad_norm_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    if hooks.on_step is not None:
+        hooks.on_step(model, step)
+    state.losses.append(loss_value)
+    allocated, reserved = state.meter.read()
+    state.out.memory_allocated.append(allocated)
+    state.out.memory_reserved.append(reserved)
+    state.durations.append(time.perf_counter() - tic)
+    return loss_value
+
+
+def validation_entry(state: TrainState, step: int) -> dict[str, Any]:
+    """Validate and summarise the steps since the last validation: one entry of the training curve."""
+    state.progress.evaluating(step, prompts=len(state.valid_prompts))
+    tic_eval = time.perf_counter()
+    correct, gen = evaluate_accuracy(
+        state.model,
+        state.tokenizer,
+        task=state.task,
+        examples=state.data.valid,
+        prompts=state.valid_prompts,
+        config=state.config,
+        device=state.device,
+        progress=state.progress.interactive,
+    )
+    dur_eval = time.perf_counter() - tic_eval
+    state.eval_time += dur_eval
+    window = slice(-state.config.eval_steps, None)
+    dur_train = sum(state.durations[window])
+    return {
+        STEP: step,
+        VALID_ACCURACY.key: sum(correct) / max(len(correct), 1),
+        STEP_TRAIN_LOSS.key: float(np.mean(state.losses[window])),
+        STEP_TRAIN_SAMPLES.key: state.samples,
+        STEP_TRAIN_TIME.key: dur_train,
+        STEP_EVAL_TIME.key: dur_eval,
+        TOKENS_PER_SEC.key: sum(state.tokens[window]) / max(dur_train, 1e-9),
+        MEM_ALLOCATED_AVG.key: float(np.mean(state.out.memory_allocated[window])),
+        MEM_RESERVED_AVG.key: float(np.mean(state.out.memory_reserved[window])),
+        ELAPSED_TIME.key: time.perf_counter() - state.tic_train,
+        LEARNING_RATE.key: state.scheduler.get_last_lr()[0],
+        VALID_GENERATED_TOKENS.key: gen.num_generated_tokens,
+    }
+
+
+def final_entry(state: TrainState, step: int, *, forgetting_before: float) -> dict[str, Any]:
+    """Test generation and forgetting after training: the final metrics dict (test correctness to `out`)."""
+    progress, data, config = state.progress, state.data, state.config
+    with progress.phase(f"test generation ({len(state.test_prompts)} prompts)") as note:
+        correct, gen = evaluate_accuracy(
+            state.model,
+            state.tokenizer,
+            task=state.task,
+            examples=data.test,
+            prompts=state.test_prompts,
+            config=config,
+            device=state.device,
+            progress=progress.interactive,
+        )
+        note.text = f"{TEST_ACCURACY.label} {sum(correct) / max(len(correct), 1):.3f}"
+    state.out.test_correct = correct
+    state.out.test_completions = completion_items(gen, data.test)
+    with progress.phase(f"forgetting after training ({len(data.forgetting_texts)} texts)") as note:
+        after = forgetting_loss(
+            state.model, state.tokenizer, data.forgetting_texts, config=config, device=state.device
+        )
+        note.text = f"forgetting {after - forgetting_before:+.4f}"
+    return {
+        STEP: step,
+        TEST_ACCURACY.key: sum(correct) / max(len(correct), 1),
+        TRAIN_LOSS.key: float(np.mean(state.losses[-config.eval_steps :])),
+        TRAIN_SAMPLES.key: state.samples,
+        TRAIN_TOKENS.key: sum(state.tokens),
+        FORGETTING.key: after - forgetting_before,
+        FORGETTING_BEFORE.key: forgetting_before,
+        **state.task.extra_metrics(gen.completions, data.test, prompts=gen.prompts),
+    }
+
+
 def train(
     *,
     model: Any,
@@ -227,6 +462,9 @@ def train(
 ) -> TrainOutcome:
     """Train for config.max_steps, validate every eval_steps, then test and measure forgetting.
 
+    `forgetting_loss_before` (required with the final test) is the base model's loss on the
+    forgetting texts, measured by the caller before PEFT wrapped it (run.prepare_model): some
+    initialisations (PiSSA, OLoRA) rewrite the base weights, so it cannot be measured here.
     `on_validation` gets each validation entry; it may raise EarlyStop to end the run there.
     `final_test=False` (a tuning trial) never tokenises nor evaluates the test split and skips
     forgetting: selection uses the validation split only.
@@ -235,190 +473,64 @@ def train(
     the metrics gathered so far, so that the caller can still write a result. `progress` shows each
     phase and step (default: on stderr).
     """
-    progress = progress or RunProgress()
-    out = TrainOutcome()
-    meter = MemoryMeter(device)
-    is_peft = hasattr(model, "disable_adapter")
-    peft_config = model.peft_config[model.active_adapter] if is_peft else None
-    is_adalora = is_peft and peft_config.peft_type == "ADALORA"
-    # KaSA's regularizers (on its singular values and the factors' orthogonality) are part of the
-    # method, but peft cannot add them to the loss itself: the training loop must (peft's KaSA docs)
-    uses_kasa = getattr(peft_config, "kasa_config", None) is not None
-    use_scaler = config.use_amp and device == "cuda" and config.dtype != "bfloat16"
-    scaler = torch.amp.GradScaler(device, enabled=use_scaler)
-    autocast = (lambda: torch.autocast(device_type=device)) if config.use_amp else nullcontext
-    optimizer, scheduler = make_optimizer(model, config)
-    # counted after the optimizer exists: some (LoRA-FA) freeze parameters when they are created
-    out.num_trainable_params, out.num_total_params = count_parameters(model)
-
-    parity = config.reference_parity
-    with progress.phase(f"tokenising {len(data.train)} training examples"):
-        train_seqs = (reference_parity_rules.tokenize_train if parity else tokenize_train)(
-            tokenizer, data.train, template=config.query_template, max_len=config.max_seq_length
+    if final_test and forgetting_loss_before is None:
+        raise ValueError(
+            "train: forgetting_loss_before is required for the final test (see run.prepare_model)"
         )
-        valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
-        test_prompts = (
-            tokenize_prompts(tokenizer, data.test, template=config.query_template) if final_test else []
-        )
-    batches = step_batches(
-        train_seqs,
-        batch_size=config.batch_size,
-        accumulation=config.gradient_accumulation_steps,
-        seed=config.seed,
-        shuffle=task.shuffle_train,
-        reference_parity=parity,
+    state = setup(
+        model=model,
+        tokenizer=tokenizer,
+        task=task,
+        data=data,
+        config=config,
+        device=device,
+        progress=progress or RunProgress(),
+        final_test=final_test,
     )
-
-    if forgetting_loss_before is None and final_test:
-        # with the adapter switched off: the base model, unless the adapter's initialisation rewrote the
-        # base weights (PiSSA, OLoRA move principal components into the adapter); the runner therefore
-        # measures the baseline before wrapping and passes it in
-        adapter_off = model.disable_adapter() if is_peft else nullcontext()
-        with progress.phase(f"forgetting baseline ({len(data.forgetting_texts)} texts)") as note, adapter_off:
-            forgetting_loss_before = forgetting_loss(
-                model, tokenizer, data.forgetting_texts, config=config, device=device
-            )
-            note.text = f"loss {forgetting_loss_before:.4f}"
+    out = state.out
     out.forgetting_loss_before = forgetting_loss_before
-
-    losses: list[float] = []
-    durations: list[float] = []
-    tokens: list[int] = []
-    samples = 0
-    eval_time = 0.0
-    tic_train = time.perf_counter()
+    state.tic_train = time.perf_counter()
     model.train()
-    step = 0
     try:
-        for step in progress.steps(config.max_steps, eval_every=config.eval_steps):
-            tic = time.perf_counter()
-            collate_step = reference_parity_rules.collate if parity else collate
-            micro_batches = [collate_step(mb, pad_id=tokenizer.pad_token_id) for mb in next(batches)]
-            # normalise by the label tokens of the whole step, so accumulation equals one big batch
-            n_items = (
-                reference_parity_rules.loss_normaliser(micro_batches)
-                if parity
-                else sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro_batches)
-            )
-            tokens.append(sum(int(mb["attention_mask"].sum()) for mb in micro_batches))
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = torch.zeros((), device=device)
-            for mb in micro_batches:
-                mb = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
-                with autocast():
-                    loss = model(**mb, num_items_in_batch=n_items).loss
-                objective = (
-                    loss + model.base_model._get_kasa_loss() / len(micro_batches) if uses_kasa else loss
-                )
-                scaler.scale(objective).backward()
-                step_loss += loss.detach()
-                samples += len(mb["input_ids"])
-            loss_value = step_loss.item()  # the one host synchronisation per step
-            if not math.isfinite(loss_value):
-                raise RunCanceled(f"non-finite training loss ({loss_value}) at step {step}")
-            if config.grad_norm_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if is_adalora:
-                model.base_model.update_and_allocate(step)
-            losses.append(loss_value)
-            allocated, reserved = meter.read()
-            out.memory_allocated.append(allocated)
-            out.memory_reserved.append(reserved)
-            durations.append(time.perf_counter() - tic)
-            progress.step_done(step, loss=loss_value)
-
-            if step % config.eval_steps == 0:
-                progress.evaluating(step, prompts=len(valid_prompts))
-                tic_eval = time.perf_counter()
-                correct, gen = evaluate_accuracy(
-                    model,
-                    tokenizer,
-                    task=task,
-                    examples=data.valid,
-                    prompts=valid_prompts,
-                    config=config,
-                    device=device,
-                    progress=progress.interactive,
-                )
-                dur_eval = time.perf_counter() - tic_eval
-                eval_time += dur_eval
-                window = slice(-config.eval_steps, None)
-                dur_train = sum(durations[window])
-                entry = {
-                    "step": step,
-                    "valid accuracy": sum(correct) / max(len(correct), 1),
-                    "train loss": float(np.mean(losses[window])),
-                    "train samples": samples,
-                    "train time": dur_train,
-                    "eval time": dur_eval,
-                    "tokens / sec": sum(tokens[window]) / max(dur_train, 1e-9),
-                    "mem allocated avg": float(np.mean(out.memory_allocated[window])),
-                    "mem reserved avg": float(np.mean(out.memory_reserved[window])),
-                    "elapsed time": time.perf_counter() - tic_train,
-                    "lr": scheduler.get_last_lr()[0],
-                    "valid generated tokens": gen.num_generated_tokens,
-                }
-                out.metrics.append(entry)
-                progress.evaluated(entry, max_steps=config.max_steps, eval_every=config.eval_steps)
-                if verbose:
-                    print(json.dumps(entry), file=sys.stderr, flush=True)
-                if on_validation is not None:
-                    on_validation(entry)
-            if step % EMPTY_CACHE_EVERY == 0:
-                meter.empty_cache()
-        if not final_test:
-            out.status = "success"
-            return _finish(out, tic_train=tic_train, eval_time=eval_time, meter=meter)
-
-        with progress.phase(f"test generation ({len(test_prompts)} prompts)") as note:
-            correct, gen = evaluate_accuracy(
-                model,
-                tokenizer,
-                task=task,
-                examples=data.test,
-                prompts=test_prompts,
-                config=config,
-                device=device,
-                progress=progress.interactive,
-            )
-            note.text = f"test accuracy {sum(correct) / max(len(correct), 1):.3f}"
-        out.test_correct = correct
-        out.test_completions = completion_items(gen, data.test)
-        with progress.phase(f"forgetting after training ({len(data.forgetting_texts)} texts)") as note:
-            after = forgetting_loss(model, tokenizer, data.forgetting_texts, config=config, device=device)
-            note.text = f"forgetting {after - out.forgetting_loss_before:+.4f}"
-        out.metrics.append(
-            {
-                "step": step,
-                "test accuracy": sum(correct) / max(len(correct), 1),
-                "train loss": float(np.mean(losses[-config.eval_steps :])),
-                "train samples": samples,
-                "train total tokens": sum(tokens),
-                "forgetting": after - out.forgetting_loss_before,
-                "forgetting loss before": out.forgetting_loss_before,
-                **task.extra_metrics(gen.completions, data.test, prompts=gen.prompts),
-            }
-        )
-        out.status = "success"
+        step = _loop(state, verbose=verbose, on_validation=on_validation)
+        if final_test:
+            out.metrics.append(final_entry(state, step, forgetting_before=forgetting_loss_before))
+        out.status = TrainStatus.SUCCESS
     except EarlyStop as stop:
-        stop.outcome = _finish(out, tic_train=tic_train, eval_time=eval_time, meter=meter)
+        stop.outcome = _finish(state)
         raise
     except KeyboardInterrupt:
-        out.status, out.error_msg = "canceled", "manually canceled"
+        out.status, out.error_msg = TrainStatus.CANCELED, "manually canceled"
     except RunCanceled as exc:
-        out.status, out.error_msg = "canceled", str(exc)
+        out.status, out.error_msg = TrainStatus.CANCELED, str(exc)
     except torch.OutOfMemoryError as exc:
-        out.status, out.error_msg = "canceled", f"out of memory: {exc}"
+        out.status, out.error_msg = TrainStatus.CANCELED, f"out of memory: {exc}"
     except Exception as exc:  # any error during training still yields a result with what was measured
-        out.status, out.error_msg = "canceled", f"{type(exc).__name__}: {exc}"
-    return _finish(out, tic_train=tic_train, eval_time=eval_time, meter=meter)
+        out.status, out.error_msg = TrainStatus.CANCELED, f"{type(exc).__name__}: {exc}"
+    return _finish(state)
 
 
-def _finish(out: TrainOutcome, *, tic_train: float, eval_time: float, meter: MemoryMeter) -> TrainOutcome:
-    out.train_time = time.perf_counter() - tic_train - eval_time
-    out.memory_peak = meter.peak()
+def _loop(state: TrainState, *, verbose: bool, on_validation: Callable[[dict[str, Any]], None] | None) -> int:
+    """The steps, with a validation entry every eval_steps; returns the last step."""
+    config, progress, step = state.config, state.progress, 0
+    for step in progress.steps(config.max_steps, eval_every=config.eval_steps):
+        loss = train_step(state, step)
+        progress.step_done(step, loss=loss)
+        if step % config.eval_steps == 0:
+            entry = validation_entry(state, step)
+            state.out.metrics.append(entry)
+            progress.evaluated(entry, max_steps=config.max_steps, eval_every=config.eval_steps)
+            if verbose:
+                print(json.dumps(entry), file=sys.stderr, flush=True)
+            if on_validation is not None:
+                on_validation(entry)
+        if step % EMPTY_CACHE_EVERY == 0:
+            state.meter.empty_cache()
+    return step
+
+
+def _finish(state: TrainState) -> TrainOutcome:
+    out = state.out
+    out.train_time = time.perf_counter() - state.tic_train - state.eval_time
+    out.memory_peak = state.meter.peak()
     return out

@@ -38,6 +38,8 @@ from peftbench.experiment import (
 from peftbench.files import (
     TUNING,  # in the task folder: one journal and one trial-record folder per experiment
 )
+from peftbench.results import TrainStatus
+from peftbench.tasks.base import STEP, STEP_EVAL_TIME, VALID_ACCURACY
 
 SPACE_FILE = "search_space.json"  # optional, in the experiment folder: keys searched besides the lr
 PROVENANCE_FILE = "tuning.json"  # in a tuned experiment's folder
@@ -358,24 +360,24 @@ def run_trial(trial: Any, ctx: TrialContext) -> float:
     trial_run = TrialRun(params=params)
 
     def on_validation(entry: dict[str, Any]) -> None:
-        trial.report(entry["valid accuracy"], entry["step"])
+        trial.report(entry[VALID_ACCURACY.key], entry[STEP])
         if trial.should_prune():
-            raise EarlyStop(f"pruned at step {entry['step']}")
+            raise EarlyStop(f"pruned at step {entry[STEP]}")
 
     try:
         outcome = _train_trial(ctx, trial_run, on_validation=on_validation)
     except EarlyStop as stop:
         _write_trial(ctx, trial_run, number=trial.number, outcome=stop.outcome, state="pruned", value=None)
         raise optuna.TrialPruned(str(stop)) from None
-    if outcome.status != "success":
+    if outcome.status != TrainStatus.SUCCESS:
         if outcome.error_msg == "manually canceled":
             raise KeyboardInterrupt
         if not _diverged(outcome.error_msg):
             raise RuntimeError(outcome.error_msg)
     curve = outcome.metrics
-    value = curve[-1]["valid accuracy"] if curve and outcome.status == "success" else 0.0
+    value = curve[-1][VALID_ACCURACY.key] if curve and outcome.status == TrainStatus.SUCCESS else 0.0
     _write_trial(ctx, trial_run, number=trial.number, outcome=outcome, state="complete", value=value)
-    trial.set_user_attr("steps", curve[-1]["step"] if curve else 0)
+    trial.set_user_attr("steps", curve[-1][STEP] if curve else 0)
     return value
 
 
@@ -409,18 +411,19 @@ def _train_trial(ctx: TrialContext, trial_run: TrialRun, *, on_validation: Any) 
     peft_config = load_peft_config(ctx.exp)
     if adapter_params:
         peft_config = dataclasses.replace(peft_config, **adapter_params)
-    model, tokenizer, device, _ = run._load_base_model(ctx.exp, config)
-    model = run._adapt(model, tokenizer, config, peft_config)
-    trial_run.config, trial_run.peft_config, trial_run.device = config, peft_config, device
-    trial_run.setup_time = time.perf_counter() - trial_run.tic
     quiet = RunProgress(stream=io.StringIO(), interactive=False, progress_file="")
+    prepared = run.prepare_model(
+        ctx.exp, config, peft_config, data=ctx.data, progress=quiet, final_test=False
+    )
+    trial_run.config, trial_run.peft_config, trial_run.device = config, peft_config, prepared.device
+    trial_run.setup_time = time.perf_counter() - trial_run.tic
     return train(
-        model=model,
-        tokenizer=tokenizer,
+        model=prepared.model,
+        tokenizer=prepared.tokenizer,
         task=ctx.task,
         data=ctx.data,
         config=config,
-        device=device,
+        device=prepared.device,
         progress=quiet,
         on_validation=on_validation,
         final_test=False,
@@ -450,7 +453,7 @@ def _write_trial(
         data=ctx.data,
     )
     wall = time.perf_counter() - trial_run.tic
-    eval_time = sum(e.get("eval time", 0.0) for e in outcome.metrics)
+    eval_time = sum(e.get(STEP_EVAL_TIME.key, 0.0) for e in outcome.metrics)
     record["trial"] = {
         "schema": TRIAL_SCHEMA,
         "experiment": ctx.exp.experiment_name,
@@ -459,7 +462,7 @@ def _write_trial(
         "state": state,
         "value": value,
         "error": outcome.error_msg,
-        "steps": outcome.metrics[-1]["step"] if outcome.metrics else 0,
+        "steps": outcome.metrics[-1][STEP] if outcome.metrics else 0,
         "wall_time": wall,
         "train_time": outcome.train_time,
         "eval_time": eval_time,

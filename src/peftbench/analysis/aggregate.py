@@ -2,11 +2,12 @@
 
 Reading files is confined to `load_results`; everything else here is a pure function of records
 or DataFrames, so the dashboard, the report and the command line share one tested code path.
-Metric columns are named after `Metric.name` (see peftbench.tasks.base.COMMON_METRICS); which way
-is better comes from the task plug-in, never from this module. A quick or shortened run is its own
-experiment (peftbench.analysis.variant): its `experiment_name` carries the label, e.g.
-`lora/tiny-llama-rank8-attention [quick]`, and its `variant` column says which, so every grouping by
-experiment keeps it apart from the full runs.
+Each metric column is read and named as its declaration says (`Metric.key`, `section`, `name`; see
+peftbench.tasks.base): the task plug-in's metrics and the facts of every run, never a key spelled
+here. Which way is better and how seeds combine come from the declaration too. A quick or
+shortened run is its own experiment (peftbench.analysis.variant): its `experiment_name` carries the
+label, e.g. `lora/tiny-llama-rank8-attention [quick]`, and its `variant` column says which, so every
+grouping by experiment keeps it apart from the full runs.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from peftbench.analysis.overhead import TABLE_OVERHEAD_METRICS, join_overhead
 from peftbench.analysis.variant import FULL, labelled, run_variant
 from peftbench.errors import BadInput, did_you_mean
 from peftbench.files import EXPERIMENTS, RESULT_DIRS, RESULTS, TEMPORARY_RESULTS
-from peftbench.results import check_fields, load_result, scoring_version, test_metrics
-from peftbench.tasks.base import COMMON_METRICS, Metric
+from peftbench.results import TrainStatus, check_fields, load_result, scoring_version, test_metrics
+from peftbench.tasks.base import COMMON_METRICS, RUN_FACTS, STEP, STEP_METRICS, Metric
 
 NO_RESULTS = "no results yet"
 
@@ -65,15 +66,11 @@ INFO_COLUMNS = (
 # Bulky columns: kept for the run diff and the CSV export, hidden in the table views.
 DETAIL_COLUMNS = ("train_config", "peft_config", "test_correct", "test_items_hash", "error_msg")
 
-# train_info fields per metric column; older reference files spelled memory "cuda_memory_*".
-_TRAIN_INFO_FIELDS = {
-    "memory_max": ("accelerator_memory_max", "cuda_memory_max"),
-    "memory_reserved_avg": ("accelerator_memory_reserved_avg", "cuda_memory_reserved_avg"),
-    "memory_reserved_99th": ("accelerator_memory_reserved_99th", "cuda_memory_reserved_99th"),
-    "train_time": ("train_time",),
-    "file_size": ("file_size",),
-    "num_trainable_params": ("num_trainable_params",),
-    "num_total_params": ("num_total_params",),
+# The reference-format adapter: older reference files spell the memory fields "cuda_memory_*".
+_OLDER_TRAIN_INFO_KEYS = {
+    "accelerator_memory_max": "cuda_memory_max",
+    "accelerator_memory_reserved_avg": "cuda_memory_reserved_avg",
+    "accelerator_memory_reserved_99th": "cuda_memory_reserved_99th",
 }
 
 # Method families for colouring plots (display only). PEFT's peft_type is the key; a type not
@@ -177,11 +174,6 @@ def scoring_conflicts(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def column_name(key: str) -> str:
-    """Column name of a key of the result's metrics dicts: "test accuracy" -> "test_accuracy"."""
-    return key.strip().replace(" / ", "_per_").replace(" ", "_").replace("-", "_")
-
-
 def method_family(peft_type: str | None) -> str:
     if not peft_type:
         return FULL_FINETUNING
@@ -277,10 +269,6 @@ def record_to_row(data: Mapping[str, Any], *, file: Path, task: str) -> dict[str
         "device": train_info.get("device"),
         "memory_kind": train_info.get("memory_kind", "accelerator"),
         "accelerator": _object(meta_info, "system_info").get("accelerator"),
-        "total_time": _number(run_info.get("total_time")),
-        "test_accuracy": _number(final.get("test accuracy")),
-        "forgetting": _number(final.get("forgetting")),
-        "train_loss": _number(final.get("train loss")),
         "n_test_items": len(test_correct) if isinstance(test_correct, str) else math.nan,
         "peft_version": packages.get("peft-version"),
         "transformers_version": packages.get("transformers-version"),
@@ -296,36 +284,86 @@ def record_to_row(data: Mapping[str, Any], *, file: Path, task: str) -> dict[str
         "test_items_hash": train_info.get("test_items_hash"),
         "error_msg": run_info.get("error_msg") or "",
     }
-    for column, keys in _TRAIN_INFO_FIELDS.items():
-        row[column] = next((_number(train_info[k]) for k in keys if k in train_info), math.nan)
-    # Every other number of the final metrics dict becomes a column, so a task can declare a metric
-    # (e.g. "test dino_similarity" -> test_dino_similarity) without a change here.
-    for key, value in final.items():
-        column = column_name(key)
-        if (
-            column not in row
-            and key != "step"
-            and isinstance(value, int | float)
-            and not isinstance(value, bool)
-        ):
-            row[column] = float(value)
+    sections = {"final": final, "train_info": train_info, "run_info": run_info}
+    for metric in _row_metrics(task):
+        row[metric.name] = _number(_value(metric, sections))
+    if task_metrics(task)[1]:  # no plug-in declares this task's metrics (a reference task, image-gen)
+        row.update(_undeclared_test_metrics(final, taken=row))
     return row
 
 
-def curve_rows(data: Mapping[str, Any], *, file: Path) -> list[dict[str, Any]]:
-    """The evaluation log of one run (one dict per evaluation step), keys as column names."""
+def _undeclared_test_metrics(final: Mapping[str, Any], *, taken: Mapping[str, Any]) -> dict[str, float]:
+    """The reference-format adapter for a task without a plug-in: each number of its final metrics
+    dict becomes a column named after its key ("test dino_similarity" -> test_dino_similarity)."""
+    out = {}
+    for key, value in final.items():
+        column = str(key).strip().replace(" ", "_").replace("-", "_")
+        if (
+            column not in taken
+            and key != STEP
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            out[column] = float(value)
+    return out
+
+
+def task_metrics(task: str) -> tuple[tuple[Metric, ...], str]:
+    """The task plug-in's metrics, or COMMON_METRICS with a note when no plug-in can be loaded; then
+    the inference overhead columns (`join_overhead`: present where the task has inference records)."""
+    from peftbench.tasks import get_task
+
+    try:
+        return (*get_task(task).metrics, *TABLE_OVERHEAD_METRICS), ""
+    except (BadInput, ImportError, AttributeError) as exc:
+        return (
+            (*COMMON_METRICS, *TABLE_OVERHEAD_METRICS),
+            f'task "{task}": no plug-in could be loaded ({exc}); showing the common metrics',
+        )
+
+
+def _row_metrics(task: str) -> tuple[Metric, ...]:
+    """The columns a run's row has: the task's declared metrics (common ones where no plug-in loads)
+    and the facts of every run."""
+    metrics, _ = task_metrics(task)
+    # a metric without a key is not in the result file (the overhead columns join from inference records)
+    return tuple({m.name: m for m in (*metrics, *RUN_FACTS) if m.key and m.section != "step"}.values())
+
+
+def _step_metrics(task: str) -> tuple[Metric, ...]:
+    """The training curve's columns: the task plug-in's step metrics, the common ones where none loads."""
+    from peftbench.tasks import get_task
+
+    try:
+        return tuple(get_task(task).step_metrics)
+    except (BadInput, ImportError, AttributeError):
+        return STEP_METRICS
+
+
+def _value(metric: Metric, sections: Mapping[str, Mapping[str, Any]]) -> Any:
+    section = sections[metric.section]
+    if metric.key in section:
+        return section[metric.key]
+    return (
+        section.get(_OLDER_TRAIN_INFO_KEYS.get(metric.key, ""), None)
+        if metric.section == "train_info"
+        else None
+    )
+
+
+def curve_rows(data: Mapping[str, Any], *, file: Path, task: str) -> list[dict[str, Any]]:
+    """The evaluation log of one run (one dict per evaluation step), as the task's step metrics' columns."""
+    step_metrics = _step_metrics(task)
     rows = []
     for entry in data["train_info"].get("metrics") or []:
-        if (
-            not isinstance(entry, dict)
-            or "step" not in entry
-            or any(str(k).startswith("test ") for k in entry)
-        ):
+        # the final dict (keys "test ...", in ours and the reference's files) is not a curve point
+        if not isinstance(entry, dict) or STEP not in entry or any(str(k).startswith("test ") for k in entry):
             continue
-        row: dict[str, Any] = {"file": str(file)}
-        for key, value in entry.items():
+        row: dict[str, Any] = {"file": str(file), STEP: _number(entry[STEP])}
+        for metric in step_metrics:
+            value = entry.get(metric.key)
             if isinstance(value, int | float) and not isinstance(value, bool):
-                row[column_name(key)] = float(value)
+                row[metric.name] = float(value)
         rows.append(row)
     return rows
 
@@ -378,7 +416,7 @@ def load_results(paths: Iterable[str | Path], *, include_temporary: bool = False
             except BadInput as exc:
                 warnings.append(f"skipped {exc}")
                 continue
-            if data["train_info"].get("status") != "success":
+            if data["train_info"].get("status") != TrainStatus.SUCCESS:
                 n_not_success += 1
                 continue
             problem, flagged = check_fields(data)
@@ -392,7 +430,7 @@ def load_results(paths: Iterable[str | Path], *, include_temporary: bool = False
                 # passes the schema check but a field has the wrong type (e.g. a list where an object belongs)
                 warnings.append(f"skipped {file}: unexpected field type ({exc})")
                 continue
-            curves.extend(curve_rows(data, file=file))
+            curves.extend(curve_rows(data, file=file, task=task_of(data, file)))
     table, n_superseded = keep_latest(rows_to_table(rows))
     table, overhead_warnings = join_overhead(table)
     warnings.extend(overhead_warnings)
@@ -412,20 +450,6 @@ def load_results(paths: Iterable[str | Path], *, include_temporary: bool = False
     )
 
 
-def task_metrics(task: str) -> tuple[tuple[Metric, ...], str]:
-    """The task plug-in's metrics, or COMMON_METRICS with a note when no plug-in can be loaded; then
-    the inference overhead columns (`join_overhead`: present where the task has inference records)."""
-    from peftbench.tasks import get_task
-
-    try:
-        return (*get_task(task).metrics, *TABLE_OVERHEAD_METRICS), ""
-    except (BadInput, ImportError, AttributeError) as exc:
-        return (
-            (*COMMON_METRICS, *TABLE_OVERHEAD_METRICS),
-            f'task "{task}": no plug-in could be loaded ({exc}); showing the common metrics',
-        )
-
-
 def available_metrics(df: pd.DataFrame, metrics: Iterable[Metric]) -> list[Metric]:
     """The metrics that have at least one value in `df`."""
     return [
@@ -443,8 +467,9 @@ def display_columns(df: pd.DataFrame) -> list[str]:
 def seed_summary(df: pd.DataFrame, metrics: Iterable[Metric], *, confidence: float = 0.95) -> pd.DataFrame:
     """One row per (task, experiment): number of seeds, and per metric the mean and interval limits.
 
-    Several seeds: a Student-t interval across seeds. One seed: for test accuracy, the Wilson
-    interval over the test items when the run stored its per-item results; otherwise no interval.
+    Several seeds: a Student-t interval across seeds. One seed: for a "proportion" metric (test
+    accuracy), the Wilson interval over the test items when the run stored its per-item results;
+    otherwise no interval.
     Columns: `<metric>` (mean), `<metric>_low`, `<metric>_high` (NaN when there is no interval).
     """
     from peftbench.analysis.stats import t_interval, wilson_interval
@@ -466,7 +491,7 @@ def seed_summary(df: pd.DataFrame, metrics: Iterable[Metric], *, confidence: flo
         for metric in metrics:
             values = pd.to_numeric(group[metric.name], errors="coerce").tolist()
             interval = t_interval(values, confidence=confidence)
-            if interval.low is None and len(group) == 1 and metric.name == "test_accuracy":
+            if interval.low is None and len(group) == 1 and metric.aggregate == "proportion":
                 interval = _wilson_for_run(first, wilson_interval, confidence) or interval
             row[metric.name] = math.nan if interval.mean is None else interval.mean
             row[f"{metric.name}_low"] = math.nan if interval.low is None else interval.low

@@ -19,7 +19,7 @@ from peftbench.analysis.aggregate import (
     whole_number_columns,
 )
 from peftbench.analysis.pareto import pareto_mask
-from peftbench.tasks.base import Metric
+from peftbench.tasks.base import STEP_METRICS, STEP_TRAIN_LOSS, Metric
 
 TIED_COLUMN = "tied_with_best"
 # memory_kind of results measured on a CPU: the resident memory of the whole process (weights,
@@ -193,12 +193,20 @@ def panel(runs: pd.DataFrame, metrics: Sequence[Metric], *, axes: tuple[Metric, 
     return Panel(runs, metrics, experiments, table, axes, frontier)
 
 
-def curve_columns(curves: pd.DataFrame) -> list[tuple[str, str]]:
-    """The curves shown, as (column, label): the train loss, and the validation metric (valid_accuracy,
-    else the first valid_* column) where the curves have one."""
-    valid = "valid_accuracy" if "valid_accuracy" in curves.columns else None
-    valid = valid or next((c for c in curves.columns if c.startswith("valid_")), None)
-    return [("train_loss", "train loss"), *([(valid, valid.replace("_", " "))] if valid else [])]
+def curve_columns(
+    curves: pd.DataFrame, step_metrics: Sequence[Metric] = STEP_METRICS
+) -> list[tuple[str, str]]:
+    """The curves shown, as (column, label): the train loss, and the first declared validation metric
+    that is better when higher (the task's, else valid accuracy) where the curves have it."""
+    valid = next(
+        (
+            m
+            for m in step_metrics
+            if m.higher_is_better and m.key.startswith("valid") and m.name in curves.columns
+        ),
+        None,
+    )
+    return [(STEP_TRAIN_LOSS.name, STEP_TRAIN_LOSS.label), *([(valid.name, valid.label)] if valid else [])]
 
 
 CURVE_POINT_COLUMNS = ["experiment_name", "column", "step", "mean", "half_width"]

@@ -63,7 +63,9 @@ def _run(args: argparse.Namespace, cancel: Cancellation) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from peftbench.results import TrainStatus
     from peftbench.run import execute
+    from peftbench.tasks import get_task
 
     outcome = execute(
         experiment,
@@ -78,8 +80,10 @@ def _run(args: argparse.Namespace, cancel: Cancellation) -> int:
     summary = {
         "experiment": experiment.experiment_name,
         "status": outcome.status,
-        "test accuracy": final[0].get("test accuracy"),
-        "forgetting": final[0].get("forgetting"),
+        # the task's final metrics, as the result file keys them (None for a run that did not finish)
+        **{
+            m.key: final[0].get(m.key) for m in get_task(experiment.task_name).metrics if m.section == "final"
+        },
         # the reference's train_time: training, test generation and forgetting after, not validation
         "train+test time": round(outcome.record["train_info"]["train_time"], 1),
         "wall time": round(outcome.record["run_info"]["total_time"], 1),
@@ -93,4 +97,4 @@ def _run(args: argparse.Namespace, cancel: Cancellation) -> int:
         print(f"{what} saved in {outcome.checkpoint_dir}", file=sys.stderr)
     if outcome.signum is not None:
         return cancel.exit_code  # 130 for SIGINT, 143 for SIGTERM, as a shell reports a killed process
-    return 0 if outcome.status == "success" else 1
+    return 0 if outcome.status == TrainStatus.SUCCESS else 1

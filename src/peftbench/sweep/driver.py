@@ -15,14 +15,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from peftbench.analysis.variant import labelled
+from peftbench.results import TrainStatus
 from peftbench.sweep.locks import claimed
 from peftbench.sweep.pending import Run, run_state
 from peftbench.sweep.view import SweepView, progress_path_for
+from peftbench.tasks.base import TEST_ACCURACY
 
 LOG_DIR = "logs"  # inside the task folder; to be git-ignored
 
+# a sweep's run statuses beyond a result's (TrainStatus): the run refused its configs, or died
+# without writing a result
+BAD_INPUT = "bad input"
+CRASHED = "crashed"
 # statuses that make the sweep exit with 1
-FAILED = ("failed", "bad input", "crashed")
+FAILED = (TrainStatus.FAILED, BAD_INPUT, CRASHED)
 
 
 @dataclass
@@ -132,7 +138,7 @@ def summary_table(reports: list[RunReport], *, quick: bool = False) -> str:
             "experiment": labelled(r.run.experiment.experiment_name, "quick" if quick else ""),
             "seed": str(r.run.seed),
             "status": r.status,
-            "test accuracy": "" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
+            TEST_ACCURACY.key: "" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
             "wall time (s)": "" if r.wall_time is None else f"{r.wall_time:.1f}",
             "note": _note(r),
         }

@@ -24,10 +24,12 @@ from typing import Any
 
 from peftbench.errors import BadInput
 from peftbench.progress import PROGRESS_FILE_ENV
-from peftbench.sweep.driver import RunReport
+from peftbench.results import TrainStatus
+from peftbench.sweep.driver import BAD_INPUT, CRASHED, RunReport
 from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
 from peftbench.sweep.view import progress_path_for
+from peftbench.tasks.base import TEST_ACCURACY
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -113,7 +115,7 @@ class LocalBackend:
                             preexec_fn=_die_with_parent_fn(),
                         )
                     except OSError as exc:  # e.g. out of process slots: this run fails, the sweep goes on
-                        return RunReport(run, "crashed", log=log_path, message=f"cannot start: {exc}")
+                        return RunReport(run, CRASHED, log=log_path, message=f"cannot start: {exc}")
                     self._procs.add(proc)
                 tic = time.perf_counter()
                 out, _ = proc.communicate()
@@ -128,19 +130,19 @@ class LocalBackend:
 
     def _report(self, run: Run, *, rc: int, stdout: str, wall: float, log_path: Path) -> RunReport:
         summary = _last_json_line(stdout)
-        report = RunReport(run, "crashed", wall_time=wall, log=log_path, message=f"exit code {rc}")
+        report = RunReport(run, CRASHED, wall_time=wall, log=log_path, message=f"exit code {rc}")
         if summary.get("result"):
             report.result = Path(summary["result"])
-            report.test_accuracy = summary.get("test accuracy")
+            report.test_accuracy = summary.get(TEST_ACCURACY.key)
         if rc == 0:
-            report.status, report.message = "success", ""
+            report.status, report.message = TrainStatus.SUCCESS, ""
         elif rc in (1, 130, 143) and summary:  # 130, 143: cancelled by SIGINT, SIGTERM; record written
-            report.status = "canceled" if self._stopping else "failed"
+            report.status = TrainStatus.CANCELED if self._stopping else TrainStatus.FAILED
             report.message = summary.get("error", "")
         elif rc == 2:
-            report.status, report.message = "bad input", _error_line(log_path)
+            report.status, report.message = BAD_INPUT, _error_line(log_path)
         elif self._stopping and rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
-            report.status = "canceled"
+            report.status = TrainStatus.CANCELED
         return report
 
     def interrupt(self, *, hard: bool) -> None:

@@ -28,7 +28,7 @@ from peftbench.config import read_json_object
 from peftbench.errors import BadInput
 from peftbench.experiment import Experiment, config_hashes, discover
 from peftbench.files import DEFAULT_PARAMS, TEMPORARY_RESULTS
-from peftbench.results import load_result
+from peftbench.results import TrainStatus, load_result
 
 # seconds by which a config must be newer than its result to count as touched (see the module doc);
 # also above the 2 s timestamp granularity of FAT and some network filesystems
@@ -96,7 +96,7 @@ def _judge(run: Run, path: Path) -> RunState:
         record = load_result(path)
     except BadInput as exc:
         return RunState(True, f"unreadable result: {exc}")
-    if record["train_info"]["status"] != "success":
+    if record["train_info"]["status"] != TrainStatus.SUCCESS:
         return RunState(True, f"result status is {record['train_info']['status']}")
     variant = run_variant(record["run_info"])
     if variant:

@@ -23,11 +23,12 @@ from peftbench.errors import BadInput
 from peftbench.experiment import Experiment, config_hashes
 from peftbench.files import RESULT_DIRS
 from peftbench.progress import PROGRESS_FILE_ENV
-from peftbench.results import final_metrics, write_result
-from peftbench.sweep.driver import RunReport
+from peftbench.results import TrainStatus, final_metrics, write_result
+from peftbench.sweep.driver import BAD_INPUT, CRASHED, RunReport
 from peftbench.sweep.locks import private_dir
 from peftbench.sweep.pending import Run
 from peftbench.sweep.view import progress_path_for
+from peftbench.tasks.base import TEST_ACCURACY
 
 # Environment that decides how a worker finds tasks, data, models and caches. Every PEFTBENCH_*
 # variable (data mirrors such as PEFTBENCH_METAMATHQA, PEFTBENCH_CACHE, PEFTBENCH_TASKS, ...) goes with
@@ -190,17 +191,17 @@ class RayBackend:
             )
             self._refs.add(ref)
         tic = time.perf_counter()
-        report = RunReport(run, "crashed", log=log_path)
+        report = RunReport(run, CRASHED, log=log_path)
         with open(log_path, "w", encoding="utf-8") as log:
             log.write(f"ray task {ref.task_id().hex()} for {run.label}\n")
             try:
                 out = ray.get(ref)
             except ray.exceptions.TaskCancelledError:
-                report.status = "canceled"
+                report.status = TrainStatus.CANCELED
             except ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, BadInput):
-                    report.status, report.message = "bad input", str(cause).splitlines()[0]
+                    report.status, report.message = BAD_INPUT, str(cause).splitlines()[0]
                 else:
                     report.message = f"{type(cause or exc).__name__}: {cause or exc}".splitlines()[0]
                 log.write(str(exc) + "\n")
@@ -232,11 +233,11 @@ class RayBackend:
         status = record["train_info"]["status"]
         log.write(f"node {out['node']}: {status}, written to {path}\n")
         report.result = path
-        report.test_accuracy = final_metrics(record).get("test accuracy")
-        if status == "success":
-            report.status = "success"
+        report.test_accuracy = final_metrics(record).get(TEST_ACCURACY.key)
+        if status == TrainStatus.SUCCESS:
+            report.status = TrainStatus.SUCCESS
         else:
-            report.status = "canceled" if self._stopping else "failed"
+            report.status = TrainStatus.CANCELED if self._stopping else TrainStatus.FAILED
             report.message = record["run_info"].get("error_msg") or ""
 
     def interrupt(self, *, hard: bool) -> None:

@@ -17,33 +17,108 @@ from typing import Any, Literal
 
 @dataclass(frozen=True)
 class Metric:
-    """A column of the results table that a comparison can use.
+    """One metric, declared once: where the result file holds it, its column, direction and aggregation.
 
-    `name` is the column name in the aggregated table (see peftbench.analysis.aggregate),
-    `direction` says which way is better, `label` is shown in plots.
+    `name` is the column in the aggregated table (see peftbench.analysis.aggregate), `direction`
+    says which way is better, `label` is shown in plots. `key` is where the result file holds the
+    value, in `section`: "final" (the final metrics dict, e.g. "test accuracy"), "step" (each
+    validation entry of the training curve), "train_info" or "run_info" (a field of that section);
+    no key: the value is not in the result file (inference overhead, joined from its own records).
+    `aggregate` says how runs of one experiment combine: "mean" (a Student-t interval across
+    seeds) or "proportion" (also a Wilson interval over the test items for a single seed, from the
+    run's per-item results).
     """
 
     name: str
     direction: Literal["higher", "lower"]
     label: str = ""
+    key: str = ""
+    section: Literal["final", "step", "train_info", "run_info"] = "final"
+    aggregate: Literal["mean", "proportion"] = "mean"
 
     @property
     def higher_is_better(self) -> bool:
         return self.direction == "higher"
 
 
+def _final(name: str, direction: Literal["higher", "lower"], label: str, key: str, **kw: Any) -> Metric:
+    return Metric(name, direction, label, key=key, section="final", **kw)
+
+
+def _train_info(name: str, direction: Literal["higher", "lower"], label: str, key: str) -> Metric:
+    return Metric(name, direction, label, key=key, section="train_info")
+
+
+def _step(name: str, direction: Literal["higher", "lower"], key: str) -> Metric:
+    return Metric(name, direction, key, key=key, section="step")
+
+
+# What the runner measures for every run, declared here once; the runner writes these keys, the
+# aggregation reads them, and every other module refers to the constants, never to the strings.
+TEST_ACCURACY = _final("test_accuracy", "higher", "test accuracy", "test accuracy", aggregate="proportion")
+FORGETTING = _final("forgetting", "lower", "forgetting (loss increase)", "forgetting")
+TRAIN_LOSS = _final("train_loss", "lower", "final train loss", "train loss")
+TRAIN_TIME = _train_info("train_time", "lower", "train time (s)", "train_time")
+TOTAL_TIME = Metric("total_time", "lower", "total time (s)", key="total_time", section="run_info")
+FILE_SIZE = _train_info("file_size", "lower", "checkpoint size (bytes)", "file_size")
+TRAINABLE_PARAMS = _train_info(
+    "num_trainable_params", "lower", "trainable parameters", "num_trainable_params"
+)
+MEMORY_MAX = _train_info("memory_max", "lower", "peak memory (bytes)", "accelerator_memory_max")
+MEMORY_AVG = _train_info(
+    "memory_reserved_avg", "lower", "average memory (bytes)", "accelerator_memory_reserved_avg"
+)
+MEMORY_99TH = _train_info(
+    "memory_reserved_99th", "lower", "99th percentile memory (bytes)", "accelerator_memory_reserved_99th"
+)
+
 # Metrics every task has, because the runner measures them for every run.
 COMMON_METRICS: tuple[Metric, ...] = (
-    Metric("test_accuracy", "higher", "test accuracy"),
-    Metric("forgetting", "lower", "forgetting (loss increase)"),
-    Metric("train_time", "lower", "train time (s)"),
-    Metric("total_time", "lower", "total time (s)"),
-    Metric("file_size", "lower", "checkpoint size (bytes)"),
-    Metric("num_trainable_params", "lower", "trainable parameters"),
-    Metric("memory_max", "lower", "peak memory (bytes)"),
-    Metric("memory_reserved_avg", "lower", "average memory (bytes)"),
-    Metric("memory_reserved_99th", "lower", "99th percentile memory (bytes)"),
-    Metric("train_loss", "lower", "final train loss"),
+    TEST_ACCURACY,
+    FORGETTING,
+    TRAIN_TIME,
+    TOTAL_TIME,
+    FILE_SIZE,
+    TRAINABLE_PARAMS,
+    MEMORY_MAX,
+    MEMORY_AVG,
+    MEMORY_99TH,
+    TRAIN_LOSS,
+)
+# Facts of every run that are columns but not compared (the table's info columns).
+TOTAL_PARAMS = _train_info("num_total_params", "lower", "total parameters", "num_total_params")
+TRAIN_SAMPLES = _final("train_samples", "higher", "train samples", "train samples")
+TRAIN_TOKENS = _final("train_total_tokens", "higher", "train total tokens", "train total tokens")
+FORGETTING_BEFORE = _final(
+    "forgetting_loss_before", "lower", "base model forgetting loss", "forgetting loss before"
+)
+RUN_FACTS: tuple[Metric, ...] = (TOTAL_PARAMS, TRAIN_SAMPLES, TRAIN_TOKENS, FORGETTING_BEFORE)
+
+# The validation entries of the training curve, one per evaluation step (the step itself is "step").
+STEP = "step"
+VALID_ACCURACY = _step("valid_accuracy", "higher", "valid accuracy")
+STEP_TRAIN_LOSS = _step("train_loss", "lower", "train loss")
+STEP_TRAIN_SAMPLES = _step("train_samples", "higher", "train samples")
+STEP_TRAIN_TIME = _step("train_time", "lower", "train time")
+STEP_EVAL_TIME = _step("eval_time", "lower", "eval time")
+TOKENS_PER_SEC = _step("tokens_per_sec", "higher", "tokens / sec")
+MEM_ALLOCATED_AVG = _step("mem_allocated_avg", "lower", "mem allocated avg")
+MEM_RESERVED_AVG = _step("mem_reserved_avg", "lower", "mem reserved avg")
+ELAPSED_TIME = _step("elapsed_time", "lower", "elapsed time")
+LEARNING_RATE = _step("lr", "lower", "lr")
+VALID_GENERATED_TOKENS = _step("valid_generated_tokens", "lower", "valid generated tokens")
+STEP_METRICS: tuple[Metric, ...] = (
+    VALID_ACCURACY,
+    STEP_TRAIN_LOSS,
+    STEP_TRAIN_SAMPLES,
+    STEP_TRAIN_TIME,
+    STEP_EVAL_TIME,
+    TOKENS_PER_SEC,
+    MEM_ALLOCATED_AVG,
+    MEM_RESERVED_AVG,
+    ELAPSED_TIME,
+    LEARNING_RATE,
+    VALID_GENERATED_TOKENS,
 )
 
 
@@ -104,6 +179,8 @@ class Task:
     # (a sanity check that the right model and data were loaded)
     forgetting_loss_band: tuple[float, float] = (0.0, float("inf"))
     metrics: tuple[Metric, ...] = COMMON_METRICS
+    # the training curve's columns (validation entries); a task adds its own validation metrics here
+    step_metrics: tuple[Metric, ...] = STEP_METRICS
     # shuffle the training data every epoch with the run's seed; a task whose reference trains in a
     # fixed order (MetaMathQA: hub order, bucketed by length) sets this to False
     shuffle_train: bool = True

@@ -78,6 +78,12 @@ _BUILDERS = {
 MATH_VERIFY_KEY = "test accuracy math-verify"
 # our rule (peftbench.tasks.answers.is_correct), kept beside the reference's as a named extra metric
 PEFTBENCH_RULE_KEY = "test accuracy peftbench"
+PEFTBENCH_RULE = Metric(
+    "test_accuracy_peftbench", "higher", "test accuracy (peftbench rule)", key=PEFTBENCH_RULE_KEY
+)
+MATH_VERIFY = Metric(
+    "test_accuracy_math_verify", "higher", "test accuracy (Math-Verify)", key=MATH_VERIFY_KEY
+)
 
 
 def source_spec(source: str) -> dict[str, Any]:
@@ -212,8 +218,8 @@ class MetaMathQA(Task):
     scoring_version = "reference"
     metrics = (
         *COMMON_METRICS,
-        Metric("test_accuracy_peftbench", "higher", "test accuracy (peftbench rule)"),
-        Metric("test_accuracy_math_verify", "higher", "test accuracy (Math-Verify)"),
+        PEFTBENCH_RULE,
+        MATH_VERIFY,
     )
 
     def load_data(self, *, task_dir: Path, seed: int = 0) -> TaskData:
