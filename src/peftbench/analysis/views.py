@@ -194,11 +194,13 @@ def panel(runs: pd.DataFrame, metrics: Sequence[Metric], *, axes: tuple[Metric, 
 
 
 def curve_columns(curves: pd.DataFrame) -> list[tuple[str, str]]:
-    """The curves shown, as (column, label): the train loss, and the validation metric (valid_accuracy,
-    else the first valid_* column) where the curves have one."""
+    """The curves shown, as (column, label): the train loss, the train reward of RL runs, and the
+    validation metric (valid_accuracy, else the first valid_* column) where the curves have one."""
     valid = "valid_accuracy" if "valid_accuracy" in curves.columns else None
     valid = valid or next((c for c in curves.columns if c.startswith("valid_")), None)
-    return [("train_loss", "train loss"), *([(valid, valid.replace("_", " "))] if valid else [])]
+    # RL runs (peftbench.rl) log the mean reward of the steps since the last validation: their training curve
+    reward = [("train_reward", "train reward")] if "train_reward" in curves.columns else []
+    return [("train_loss", "train loss"), *reward, *([(valid, valid.replace("_", " "))] if valid else [])]
 
 
 CURVE_POINT_COLUMNS = ["experiment_name", "column", "step", "mean", "half_width"]

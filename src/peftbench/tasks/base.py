@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -119,6 +119,14 @@ class Task:
     def extra_metrics(self, completions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
         """Further test metrics from the test completions, merged into the final metrics dict."""
         return {}
+
+    def training_loop(self) -> Callable[..., Any]:
+        """The loop that trains on this task, called by the runner with train.train's keyword arguments
+        and returning a train.TrainOutcome: supervised fine-tuning (`peftbench.train.train`) unless the
+        task needs another (tinymath-rl: `peftbench.rl.train`). Imported when a run starts."""
+        from peftbench.train import train
+
+        return train
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
