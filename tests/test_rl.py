@@ -273,6 +273,9 @@ def test_peftbench_run_of_an_rl_experiment_writes_a_result_that_table_reads(rl_t
     assert final["generated tokens"] > 0 and final["train reward"] == valid["train reward"]
     assert {"test accuracy", "forgetting", "generated tokens / sec"} <= set(final)
     assert data["run_info"]["train_config"]["rl"]["kl_coef"] == 0.1
+    from peftbench.analysis.aggregate import curve_rows
+
+    assert [r["train_reward"] for r in curve_rows(data, file=path)] == [valid["train reward"]]
     capsys.readouterr()
     assert main(["table", str(rl_task_dir), "--include-temporary", "--format", "json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
@@ -286,3 +289,16 @@ def test_tinymath_rl_is_registered_and_declares_the_rl_loop():
     assert task.training_loop() is rl.train
     assert tasks.get_task("tinymath").training_loop() is not rl.train
     assert {"train_reward", "generated_tokens_per_sec"} <= {m.name for m in task.metrics}
+
+
+def test_the_reward_curve_is_shown_beside_the_train_loss():
+    import pandas as pd
+
+    from peftbench.analysis.views import curve_columns
+
+    curves = pd.DataFrame({"train_loss": [0.1], "train_reward": [0.5], "valid_accuracy": [0.2]})
+    assert curve_columns(curves) == [
+        ("train_loss", "train loss"),
+        ("train_reward", "train reward"),
+        ("valid_accuracy", "valid accuracy"),
+    ]
