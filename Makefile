@@ -41,7 +41,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/peftbench lint benchmarks/tinymath benchmarks/MetaMathQA
+	$(BIN)/peftbench lint benchmarks/tinymath benchmarks/tinymath-rl benchmarks/MetaMathQA
 
 format: install
 	$(BIN)/ruff format .

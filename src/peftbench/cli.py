@@ -38,6 +38,7 @@ MAINTAINER_SUMMARIES = {
     "lint": "check experiments and results against the contribution rules",
     "catalogue": "regenerate a task's experiment catalogue (--check: only compare)",
     "make-base-model": "rebuild the embedded benchmark's tiny base model and tokenizer",
+    "make-warm-start": "rebuild tinymath-rl's warm start (a short supervised stage on tinymath)",
 }
 COMMANDS = {**SUMMARIES, **MAINTAINER_SUMMARIES}
 

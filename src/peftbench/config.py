@@ -132,6 +132,13 @@ class TrainConfig:
         "torch.argsort, the last partial bucket of an epoch repeated. Off by default.",
         default=False,
     )
+    rl: dict[str, Any] | None = _help(
+        "Reinforcement learning settings, for tasks whose training loop is peftbench.rl (tinymath-rl): "
+        "group_size, prompts_per_step, temperature, clip_epsilon, kl_coef, max_new_tokens, reward, "
+        "updates_per_batch, scale_advantages (see peftbench.rlconfig.RLSettings); null = off for "
+        "supervised tasks, the defaults for an RL task. Not in the reference; defaults to off.",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -216,6 +223,10 @@ def _check_values(c: TrainConfig) -> None:
         raise BadValue("optimizer_kwargs", '"optimizer_kwargs" must contain "lr"')
     _check_entries("optimizer_kwargs", c.optimizer_kwargs, allowed=optimizer_arguments(c.optimizer_type))
     _check_entries("generation_kwargs", c.generation_kwargs, allowed=generation_arguments())
+    if c.rl is not None:
+        from peftbench.rlconfig import rl_settings
+
+        rl_settings(c.rl)
 
 
 def _check_entries(field_name: str, entries: dict[str, Any], *, allowed: tuple[str, tuple[str, ...]]) -> None:
@@ -304,7 +315,8 @@ OVERRIDES = "--set"  # the source name of command-line overrides, the only layer
 
 
 def _is_object_field(name: str) -> bool:
-    return typing.get_origin(_HINTS[name]) is dict
+    hint = _HINTS[name]  # an object, or an object or null (rl)
+    return dict in (typing.get_origin(hint), *map(typing.get_origin, typing.get_args(hint)))
 
 
 def check_keys(params: dict[str, Any], *, source: str) -> None:

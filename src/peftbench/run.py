@@ -306,10 +306,9 @@ def _train(
     verbose: bool,
     progress: RunProgress,
 ) -> Any:
-    """`train.train`, then a warning when the base model's forgetting loss is off the task's band."""
-    from peftbench.train import train
-
-    outcome = train(
+    """The task's training loop (`train.train` unless the task declares another), then a warning when
+    the base model's forgetting loss is off the task's band."""
+    outcome = task.training_loop()(
         model=prepared.model,
         tokenizer=prepared.tokenizer,
         task=task,

@@ -404,7 +404,6 @@ def _train_trial(ctx: TrialContext, trial_run: TrialRun, *, on_validation: Any) 
     """train's outcome (EarlyStop carries it); `trial_run` gets the config, device and set-up time."""
     from peftbench import run
     from peftbench.progress import RunProgress
-    from peftbench.train import train
 
     train_params, adapter_params = split_params(trial_run.params)
     config = load_train_config(ctx.exp, overrides=train_params)
@@ -417,7 +416,7 @@ def _train_trial(ctx: TrialContext, trial_run: TrialRun, *, on_validation: Any) 
     )
     trial_run.config, trial_run.peft_config, trial_run.device = config, peft_config, prepared.device
     trial_run.setup_time = time.perf_counter() - trial_run.tic
-    return train(
+    return ctx.task.training_loop()(
         model=prepared.model,
         tokenizer=prepared.tokenizer,
         task=ctx.task,

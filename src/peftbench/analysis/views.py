@@ -19,7 +19,7 @@ from peftbench.analysis.aggregate import (
     whole_number_columns,
 )
 from peftbench.analysis.pareto import pareto_mask
-from peftbench.tasks.base import STEP_METRICS, STEP_TRAIN_LOSS, Metric
+from peftbench.tasks.base import STEP_METRICS, STEP_TRAIN_LOSS, STEP_TRAIN_REWARD, Metric
 
 TIED_COLUMN = "tied_with_best"
 # memory_kind of results measured on a CPU: the resident memory of the whole process (weights,
@@ -196,8 +196,9 @@ def panel(runs: pd.DataFrame, metrics: Sequence[Metric], *, axes: tuple[Metric, 
 def curve_columns(
     curves: pd.DataFrame, step_metrics: Sequence[Metric] = STEP_METRICS
 ) -> list[tuple[str, str]]:
-    """The curves shown, as (column, label): the train loss, and the first declared validation metric
-    that is better when higher (the task's, else valid accuracy) where the curves have it."""
+    """The curves shown, as (column, label): the train loss, the train reward of RL runs (peftbench.rl:
+    their training curve), and the first declared validation metric that is better when higher (the
+    task's, else valid accuracy) where the curves have them."""
     valid = next(
         (
             m
@@ -206,7 +207,8 @@ def curve_columns(
         ),
         None,
     )
-    return [(STEP_TRAIN_LOSS.name, STEP_TRAIN_LOSS.label), *([(valid.name, valid.label)] if valid else [])]
+    train = [m for m in (STEP_TRAIN_LOSS, STEP_TRAIN_REWARD) if m.name in curves.columns] or [STEP_TRAIN_LOSS]
+    return [(m.name, m.label) for m in (*train, *([valid] if valid else []))]
 
 
 CURVE_POINT_COLUMNS = ["experiment_name", "column", "step", "mean", "half_width"]

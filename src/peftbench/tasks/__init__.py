@@ -20,6 +20,7 @@ __all__ = ["COMMON_METRICS", "Example", "Metric", "Task", "TaskData", "available
 
 BUILTIN = {
     "tinymath": "peftbench.tasks.tinymath:TinyMath",
+    "tinymath-rl": "peftbench.tasks.tinymath_rl:TinyMathRL",
     "MetaMathQA": "peftbench.tasks.metamathqa:MetaMathQA",
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +107,8 @@ MEM_RESERVED_AVG = _step("mem_reserved_avg", "lower", "mem reserved avg")
 ELAPSED_TIME = _step("elapsed_time", "lower", "elapsed time")
 LEARNING_RATE = _step("lr", "lower", "lr")
 VALID_GENERATED_TOKENS = _step("valid_generated_tokens", "lower", "valid generated tokens")
+# the training curve of RL runs (peftbench.rl), shown beside train loss; declared by RL tasks' step_metrics
+STEP_TRAIN_REWARD = _step("train_reward", "higher", "train reward")
 STEP_METRICS: tuple[Metric, ...] = (
     VALID_ACCURACY,
     STEP_TRAIN_LOSS,
@@ -202,6 +204,14 @@ class Task:
     ) -> dict[str, float]:
         """Further test metrics from the test completions, merged into the final metrics dict."""
         return {}
+
+    def training_loop(self) -> Callable[..., Any]:
+        """The loop that trains on this task, called by the runner with train.train's keyword arguments
+        and returning a train.TrainOutcome: supervised fine-tuning (`peftbench.train.train`) unless the
+        task needs another (tinymath-rl: `peftbench.rl.train`). Imported when a run starts."""
+        from peftbench.train import train
+
+        return train
 
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
