@@ -200,7 +200,7 @@ def find_experiment(task_dir: Path) -> Path:
 def set_up(experiment_path: Path, fixed: dict[str, Any], sizes: Sizes) -> Bench:
     """Load everything once, timing the fixed costs of doing so (model load, data, tokenization)."""
     from peftbench.experiment import load_peft_config, load_train_config, resolve_experiment
-    from peftbench.run import _build_model
+    from peftbench.run import prepare_model
     from peftbench.tasks import get_task
     from peftbench.train import tokenize_train
 
@@ -212,7 +212,14 @@ def set_up(experiment_path: Path, fixed: dict[str, Any], sizes: Sizes) -> Bench:
     loads = []
     for _ in range(sizes.fixed_reps):
         with timed() as t:
-            model, tokenizer, device, model_path = _build_model(experiment, config, peft_config)
+            # the run's own path (seed, load, wrap); no forgetting baseline: not part of what is timed
+            prepared = prepare_model(experiment, config, peft_config, data=None, final_test=False)
+        model, tokenizer, device, model_path = (
+            prepared.model,
+            prepared.tokenizer,
+            prepared.device,
+            prepared.model_path,
+        )
         loads.append(t["wall"])
     fixed["model load"] = summary(loads)
 
@@ -266,6 +273,8 @@ def harness_train(b: Bench, *, steps: int, valid: int = 1, short_generation: boo
             data=b.tiny_data(valid=valid),
             config=config,
             device=b.device,
+            # the final phase runs as in a real run (timed in whole_wall); its forgetting value is unused
+            forgetting_loss_before=0.0,
         )
     if out.status != "success":
         raise RuntimeError(f"harness training failed: {out.error_msg}")
