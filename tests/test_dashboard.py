@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -545,6 +547,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def running_app(*results: str) -> Iterator[str]:
+    """`peftbench app --results ...` in a subprocess on a free port: yields its URL once it answers, and
+    stops it afterwards (shared by every browser test of the app)."""
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    cmd = [sys.executable, "-m", "peftbench", "app", "--results", *results, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for_http(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -610,13 +632,7 @@ def test_app_in_a_browser(browser, tmp_path, request):
     # the page opens on the first task in sorted order
     table = load_results(results).table
     first_task_runs = int((table["task"] == sorted(table["task"].unique())[0]).sum())
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
-    cmd = [sys.executable, "-m", "peftbench", "app", "--results", *results, "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        _wait_for_http(url, proc)
+    with running_app(*results) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url)
         page.wait_for_selector("#pareto-plot .js-plotly-plot .scatterlayer .point", timeout=60_000)
@@ -659,12 +675,6 @@ def test_app_in_a_browser(browser, tmp_path, request):
         page.locator("#apply-filter").click()
         page.get_by_text("Filter error:").first.wait_for(timeout=20_000)
         _wait_rows(page, 8)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.browser

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
-from test_dashboard import _free_port, _screenshot, _wait_for_http, browser  # noqa: F401  (a fixture)
+from test_dashboard import _screenshot, browser, running_app  # noqa: F401  (a fixture)
 from test_flips import A_TEXT, B_TEXT, make_runs
 
 from peftbench.cli import main
@@ -16,13 +12,7 @@ from peftbench.cli import main
 @pytest.mark.browser
 def test_app_shows_the_flipped_items_side_by_side(browser, tmp_path):  # noqa: F811
     task = make_runs(tmp_path)
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
-    cmd = [sys.executable, "-m", "peftbench", "app", "--results", str(task), "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        _wait_for_http(url, proc)
+    with running_app(str(task)) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url)
         # runs A and B default to the first two runs: lora/a and lora/b
@@ -39,12 +29,6 @@ def test_app_shows_the_flipped_items_side_by_side(browser, tmp_path):  # noqa: F
         row = table.locator("[role=row]", has_text="B only").first
         assert A_TEXT[2].strip() in row.inner_text() and B_TEXT[2].strip() in row.inner_text()
         _screenshot(page, tmp_path / "flips-app.png")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.browser

@@ -306,11 +306,8 @@ def wait_rows(page, selector: str, expected: int, timeout: float = 20) -> None:
 
 @pytest.mark.browser
 def test_app_shows_capabilities_and_overhead(tmp_path):
-    import os
-    import subprocess
-    import sys
 
-    from test_dashboard import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_for_http, make_task
+    from test_dashboard import CHROMIUM, CHROMIUM_ARGS, make_task, running_app
 
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
@@ -324,37 +321,24 @@ def test_app_shows_capabilities_and_overhead(tmp_path):
         path = task_dir / "inference_results" / f"{name.replace('/', '--')}.json"
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(inference_record(name, task="tinymath", unmerged=unmerged, merged=merged)))
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
-    cmd = [sys.executable, "-m", "peftbench", "app", "--results", str(task_dir), "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        _wait_for_http(url, proc)
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(url)
-            # accuracy vs unmerged overhead: the three experiments with records and results
-            page.wait_for_selector("#overhead-plot .js-plotly-plot .scatterlayer .point", timeout=60_000)
-            assert page.locator("#overhead-plot .scatterlayer .point").count() == 3
-            assert "unmerged decode time / base" in page.locator("#overhead-plot .xtitle").text_content()
-            wait_rows(page, "#capability-matrix", 3)
-            assert page.locator("#capability-matrix").get_by_text("prompt_tuning/p20").count() >= 1
-            # only methods that merge: prompt tuning leaves the matrix
-            page.locator("#inf-required input").click()
-            page.get_by_role("option", name="merge", exact=True).click()
-            page.keyboard.press("Escape")
-            wait_rows(page, "#capability-matrix", 2)
-            assert page.locator("#capability-matrix").get_by_text("prompt_tuning/p20").count() == 0
-            assert page.locator("#overhead-table").get_by_text("merged_decode_overhead").count() >= 1
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with running_app(str(task_dir)) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url)
+        # accuracy vs unmerged overhead: the three experiments with records and results
+        page.wait_for_selector("#overhead-plot .js-plotly-plot .scatterlayer .point", timeout=60_000)
+        assert page.locator("#overhead-plot .scatterlayer .point").count() == 3
+        assert "unmerged decode time / base" in page.locator("#overhead-plot .xtitle").text_content()
+        wait_rows(page, "#capability-matrix", 3)
+        assert page.locator("#capability-matrix").get_by_text("prompt_tuning/p20").count() >= 1
+        # only methods that merge: prompt tuning leaves the matrix
+        page.locator("#inf-required input").click()
+        page.get_by_role("option", name="merge", exact=True).click()
+        page.keyboard.press("Escape")
+        wait_rows(page, "#capability-matrix", 2)
+        assert page.locator("#capability-matrix").get_by_text("prompt_tuning/p20").count() == 0
+        assert page.locator("#overhead-table").get_by_text("merged_decode_overhead").count() >= 1
+        browser.close()
 
 
 def test_report_section_shows_the_matrix_and_the_overhead_plot(tmp_path):
