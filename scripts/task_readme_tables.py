@@ -39,7 +39,7 @@ def rows(task_dir: Path) -> list[list[str]]:
     acc = accuracies(task_dir)
     out = []
     for exp in discover(task_dir):
-        if tuning.is_tuned_name(exp.name):
+        if not tuning.in_catalogue_search(exp):
             continue
         tuned = exp.path.with_name(exp.name + tuning.TUNED_SUFFIX)
         provenance_file = tuned / tuning.PROVENANCE_FILE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,6 +191,21 @@ def test_tuned_experiments_are_not_tuned_again(task_dir, capsys):
     assert "a tuned experiment" in capsys.readouterr().err
     names = [e.experiment_name for e in tuning.select_experiments([str(task_dir)])]
     assert names == ["full-finetuning/toy-default", "lora/toy-rank4"]
+
+
+def test_a_task_search_leaves_out_experiments_whose_results_are_kept_apart(task_dir):
+    # a reference_parity experiment files its runs in parity_results/: a measurement, not a catalogue entry
+    source = task_dir / "experiments/lora/toy-rank4"
+    parity = source.with_name("toy-rank4-reference-parity")
+    shutil.copytree(source, parity)
+    params = parity / "training_params.json"
+    settings = json.loads(params.read_text()) if params.exists() else {}
+    params.write_text(json.dumps({**settings, "reference_parity": True}))
+    names = [e.experiment_name for e in tuning.select_experiments([str(task_dir)])]
+    assert names == ["full-finetuning/toy-default", "lora/toy-rank4"]
+    assert [e.experiment_name for e in tuning.select_experiments([str(parity)])] == [
+        "lora/toy-rank4-reference-parity"
+    ]
 
 
 def test_study_prunes_a_trial_behind_at_the_first_checkpoint(task_dir):

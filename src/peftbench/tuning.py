@@ -36,6 +36,7 @@ from peftbench.experiment import (
     resolve_experiment,
 )
 from peftbench.files import (
+    RESULTS,
     TUNING,  # in the task folder: one journal and one trial-record folder per experiment
 )
 from peftbench.results import TrainStatus
@@ -195,13 +196,20 @@ def is_tuned_name(name: str) -> bool:
     return name.endswith(TUNED_SUFFIX) or f"{TUNED_SUFFIX}-" in name
 
 
+def in_catalogue_search(exp: Experiment) -> bool:
+    """Whether searching a task folder searches this experiment: not a tuned one, and not one whose
+    results are kept apart from the benchmark's (`reference_parity` experiments: a measurement of the
+    reference's training choices, not an entry of the comparison)."""
+    return not is_tuned_name(exp.name) and exp.results_kind == RESULTS
+
+
 def select_experiments(paths: list[str]) -> list[Experiment]:
-    """Experiment folders as given; a task folder stands for its experiments that are not tuned ones."""
+    """Experiment folders as given; a task folder stands for its experiments `in_catalogue_search`."""
     found: list[Experiment] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir() and (path / "experiments").is_dir():
-            found += [e for e in discover(path) if not is_tuned_name(e.name)]
+            found += [e for e in discover(path) if in_catalogue_search(e)]
             continue
         exp = resolve_experiment(raw)
         if is_tuned_name(exp.name):
