@@ -16,7 +16,7 @@ from peftbench.cli import main
 from peftbench.config import build_config
 from peftbench.errors import BadInput
 from peftbench.rlconfig import REWARDS, RLSettings, rl_settings
-from peftbench.tasks.base import Example
+from peftbench.tasks.base import STEP_METRICS, STEP_TRAIN_KL, STEP_TRAIN_REWARD, TRAIN_REWARD, Example
 
 TOYRL = "toyrl"
 RL = {"group_size": 4, "prompts_per_step": 2, "temperature": 1.0, "max_new_tokens": 6}
@@ -26,6 +26,8 @@ class ToyRLTask(ToyTask):
     """The toy task trained by the RL loop: a task declares its loop, the runner does not branch."""
 
     name = TOYRL
+    metrics = (*ToyTask.metrics, TRAIN_REWARD)
+    step_metrics = (*STEP_METRICS, STEP_TRAIN_REWARD, STEP_TRAIN_KL)
 
     def training_loop(self):
         return rl.train
@@ -224,6 +226,31 @@ def test_the_loop_is_deterministic_for_a_seed_on_cpu(tiny_model_dir, monkeypatch
     assert not torch.equal(w1, other)
 
 
+def test_the_loop_runs_the_methods_hooks_not_a_method_of_its_own(tiny_model_dir, monkeypatch):
+    from peftbench import methods
+
+    monkeypatch.setitem(REWARDS, "parity", parity_reward)
+    steps: list[int] = []
+    aux_calls: list[int] = []
+
+    def aux(model):
+        aux_calls.append(1)
+        return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+
+    hooks = methods.MethodHooks(on_step=lambda model, step: steps.append(step), aux_loss=aux)
+    methods.register("LORA", hooks, name="toy")
+    try:
+        run_loop(tiny_model_dir, seed=0)
+    finally:
+        methods.unregister("LORA", name="toy")
+    assert steps == [1, 2, 3] and len(aux_calls) == 3
+
+
+def test_the_final_test_needs_the_forgetting_baseline_of_the_base_model():
+    with pytest.raises(ValueError, match="forgetting_loss_before is required"):
+        rl.train(model=None, tokenizer=None, task=ToyTask(), data=None, config=None, device="cpu")
+
+
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
@@ -275,7 +302,7 @@ def test_peftbench_run_of_an_rl_experiment_writes_a_result_that_table_reads(rl_t
     assert data["run_info"]["train_config"]["rl"]["kl_coef"] == 0.1
     from peftbench.analysis.aggregate import curve_rows
 
-    assert [r["train_reward"] for r in curve_rows(data, file=path)] == [valid["train reward"]]
+    assert [r["train_reward"] for r in curve_rows(data, file=path, task=TOYRL)] == [valid["train reward"]]
     capsys.readouterr()
     assert main(["table", str(rl_task_dir), "--include-temporary", "--format", "json"]) == 0
     [row] = json.loads(capsys.readouterr().out)

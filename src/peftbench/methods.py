@@ -1,6 +1,7 @@
 """Method hooks: the one place where a PEFT method declares what it needs from the training loop.
 
-The loop (peftbench.train) is method-free: it calls whatever hooks the model's method registered.
+The loops (peftbench.train; peftbench.rl, which takes no `init` hook) are method-free: they call
+whatever hooks the model's method registered.
 A method registers its hooks under its peft type (`"ADALORA"`, `"LORA"`, ...):
 
     from peftbench import methods

@@ -8,6 +8,12 @@ over every completion token of the step, plus an optional KL penalty to the star
 model with the adapter disabled; a frozen copy for full fine-tuning). Validation, test accuracy,
 forgetting and the outcome are those of train.py, so the runner files the result as any other.
 
+Laid out as train.py is: `setup` builds an `RLState`, `rl_step` is one flat optimizer step (collect,
+update, step, the method's `on_step`), `validation_entry` and `final_entry` extend train.py's, and
+`train` runs them and maps what stops it to a status. It knows no PEFT method: a method's per-step
+hook and auxiliary loss come from peftbench.methods (an `init` hook, which takes supervised batches,
+is refused). Metric keys come from their declarations in peftbench.tasks.base.
+
 Semantics follow trl's GRPOTrainer (group-normalised advantages with the unbiased std and 1e-4, logits
 divided by the sampling temperature, the k3 KL estimator, token-level averaging as its "bnpo"/"dapo"
 losses); trl is not imported: its trainer is a Trainer, and the loop here must stay readable and
@@ -23,27 +29,39 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from peftbench import methods
 from peftbench.config import TrainConfig
 from peftbench.modeling import MemoryMeter, count_parameters
 from peftbench.progress import RunProgress
+from peftbench.results import TrainStatus
 from peftbench.rlconfig import REWARDS, RLSettings, rl_settings
-from peftbench.tasks.base import Task, TaskData
+from peftbench.tasks.base import (
+    GENERATED_TOKENS,
+    GENERATED_TOKENS_PER_SEC,
+    SAMPLING_TIME,
+    STEP_GENERATED_TOKENS_PER_SEC,
+    STEP_TRAIN_KL,
+    STEP_TRAIN_REWARD,
+    TRAIN_REWARD,
+    Task,
+    TaskData,
+)
 from peftbench.train import (
     EMPTY_CACHE_EVERY,
     EarlyStop,
     RunCanceled,
     TrainOutcome,
-    evaluate_accuracy,
-    forgetting_loss,
     make_optimizer,
     tokenize_prompts,
 )
+from peftbench.train import final_entry as train_final_entry
+from peftbench.train import validation_entry as train_validation_entry
 
 ADVANTAGE_EPS = 1e-4  # trl's: a group whose rewards are all equal gets advantage 0, not 0/0
 
@@ -300,6 +318,177 @@ def update(model: Any, batch: Batch, *, settings: RLSettings, config: TrainConfi
     return loss_total, kl_total
 
 
+@dataclass
+class RLState:
+    """Everything an RL run's phases share. The tallies carry train.TrainState's names (losses,
+    durations, tokens, samples, out, ...), so train.validation_entry and train.final_entry summarise
+    an RL run as they do a supervised one; the RL-only tallies are the rewards, KL and sampling."""
+
+    model: Any
+    tokenizer: Any
+    task: Task
+    data: TaskData
+    config: TrainConfig
+    device: str
+    progress: RunProgress
+    hooks: methods.Hooks
+    meter: MemoryMeter
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    settings: RLSettings
+    reference: Callable[[], Any] | None  # the KL reference policy; None without a KL penalty
+    stream: Iterator[list[int]]
+    train_prompts: list[list[int]]
+    valid_prompts: list[list[int]]
+    test_prompts: list[list[int]]
+    out: TrainOutcome
+    batch: Batch | None = None  # the current batch, reused for updates_per_batch steps
+    losses: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    kls: list[float] = field(default_factory=list)
+    gen_tokens: list[int] = field(default_factory=list)
+    gen_times: list[float] = field(default_factory=list)
+    samples: int = 0
+    eval_time: float = 0.0
+    tic_train: float = 0.0
+
+
+def setup(
+    *,
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    data: TaskData,
+    config: TrainConfig,
+    device: str,
+    progress: RunProgress,
+    final_test: bool,
+) -> RLState:
+    """Tokenise the prompts, build the optimizer and the KL reference: the state to train."""
+    settings = rl_settings(config.rl)
+    is_peft = hasattr(model, "disable_adapter")
+    hooks = methods.hooks_for(model.peft_config[model.active_adapter] if is_peft else None)
+    if hooks.init is not None:
+        # init hooks take supervised micro-batches (prompt + response labels), which RL has not
+        raise ValueError("rl.train: a method with an init hook cannot be trained by the RL loop")
+    optimizer, scheduler = make_optimizer(model, config)
+    out = TrainOutcome()
+    out.num_trainable_params, out.num_total_params = count_parameters(model)
+    reference = reference_policy(model, is_peft=is_peft) if settings.kl_coef > 0 else None
+    with progress.phase(f"tokenising {len(data.train)} training prompts"):
+        train_prompts = tokenize_prompts(tokenizer, data.train, template=config.query_template)
+        valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
+        test_prompts = (
+            tokenize_prompts(tokenizer, data.test, template=config.query_template) if final_test else []
+        )
+    stream = prompt_stream(len(train_prompts), per_step=settings.prompts_per_step, seed=config.seed)
+    return RLState(
+        model=model,
+        tokenizer=tokenizer,
+        task=task,
+        data=data,
+        config=config,
+        device=device,
+        progress=progress,
+        hooks=hooks,
+        meter=MemoryMeter(device),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        settings=settings,
+        reference=reference,
+        stream=stream,
+        train_prompts=train_prompts,
+        valid_prompts=valid_prompts,
+        test_prompts=test_prompts,
+        out=out,
+    )
+
+
+def rl_step(state: RLState, step: int) -> float:
+    """One optimizer step: a fresh batch every updates_per_batch steps, its update, the method's
+    per-step hook. Returns the step's loss."""
+    tic = time.perf_counter()
+    model, config, settings = state.model, state.config, state.settings
+    gen_time, gen_tokens = 0.0, 0
+    if state.batch is None or (step - 1) % settings.updates_per_batch == 0:
+        state.batch = collect(
+            model,
+            state.tokenizer,
+            task=state.task,
+            data=state.data,
+            prompts=state.train_prompts,
+            indices=next(state.stream),
+            settings=settings,
+            config=config,
+            reference=state.reference,
+            device=state.device,
+        )
+        gen_time, gen_tokens = time.perf_counter() - tic, state.batch.samples.num_generated_tokens
+        state.samples += len(state.batch.rewards)
+    batch = state.batch
+    state.optimizer.zero_grad(set_to_none=True)
+    loss_value, kl_value = update(model, batch, settings=settings, config=config)
+    if not math.isfinite(loss_value):
+        raise RunCanceled(f"non-finite training loss ({loss_value}) at step {step}")
+    if state.hooks.aux_loss is not None:
+        _backward_aux_loss(state.hooks.aux_loss(model))
+    if config.grad_norm_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    if state.hooks.on_step is not None:
+        state.hooks.on_step(model, step)
+    allocated, reserved = state.meter.read()
+    state.out.memory_allocated.append(allocated)
+    state.out.memory_reserved.append(reserved)
+    state.losses.append(loss_value)
+    state.rewards.append(float(batch.rewards.mean()))
+    state.kls.append(kl_value)
+    state.durations.append(time.perf_counter() - tic)
+    state.tokens.append(int(batch.samples.attention_mask.sum()))
+    state.gen_tokens.append(gen_tokens)
+    state.gen_times.append(gen_time)
+    return loss_value
+
+
+def _backward_aux_loss(aux: Any) -> None:
+    """A method's auxiliary loss (KaSA's regularisers), once per step, outside the logged loss: the
+    same total as train.py's 1/micro-batches share in each micro-batch, and applied even on a step
+    whose every advantage is 0 (no micro-batch then). A float has no gradient."""
+    if isinstance(aux, torch.Tensor) and aux.requires_grad:
+        aux.backward()
+
+
+def validation_entry(state: RLState, step: int) -> dict[str, Any]:
+    """train.py's validation entry plus the RL figures of the steps since the previous one."""
+    window = slice(-state.config.eval_steps, None)
+    entry = train_validation_entry(state, step)  # type: ignore[arg-type]  # RLState has its fields
+    return {
+        **entry,
+        STEP_TRAIN_REWARD.key: float(np.mean(state.rewards[window])),
+        STEP_TRAIN_KL.key: float(np.mean(state.kls[window])),
+        STEP_GENERATED_TOKENS_PER_SEC.key: sum(state.gen_tokens[window])
+        / max(sum(state.gen_times[window]), 1e-9),
+    }
+
+
+def final_entry(state: RLState, step: int, *, forgetting_before: float) -> dict[str, Any]:
+    """Test accuracy and forgetting (train.py's final entry), and the RL figures of the whole run.
+
+    The training curve is the "train reward" of the validation entries, the mean over the steps
+    since the previous one, as "train loss" is for supervised runs."""
+    entry = train_final_entry(state, step, forgetting_before=forgetting_before)  # type: ignore[arg-type]
+    return {
+        **entry,
+        TRAIN_REWARD.key: float(np.mean(state.rewards[-state.config.eval_steps :])),
+        GENERATED_TOKENS: int(sum(state.gen_tokens)),
+        GENERATED_TOKENS_PER_SEC.key: sum(state.gen_tokens) / max(sum(state.gen_times), 1e-9),
+        SAMPLING_TIME: float(sum(state.gen_times)),
+    }
+
+
 def train(
     *,
     model: Any,
@@ -316,215 +505,69 @@ def train(
 ) -> TrainOutcome:
     """RL for config.max_steps, validate every eval_steps, then test and measure forgetting.
 
-    Same contract as train.train: never raises for problems during training (they end as status
-    "canceled" with what was measured), EarlyStop from `on_validation` goes through.
+    Same contract as train.train: `forgetting_loss_before` is required with the final test (the
+    runner measures it on the base model, run.prepare_model); never raises for problems during
+    training (they end as status "canceled" with what was measured); EarlyStop from `on_validation`
+    goes through with the outcome so far; `final_test=False` (a tuning trial) skips test and forgetting.
     """
-    settings = rl_settings(config.rl)
-    progress = progress or RunProgress()
-    out = TrainOutcome()
-    meter = MemoryMeter(device)
-    is_peft = hasattr(model, "disable_adapter")
-    peft_config = model.peft_config[model.active_adapter] if is_peft else None
-    # the one method hook train.py has that an RL step needs too (KaSA's extra loss is supervised-only)
-    is_adalora = is_peft and peft_config.peft_type == "ADALORA"
-    optimizer, scheduler = make_optimizer(model, config)
-    out.num_trainable_params, out.num_total_params = count_parameters(model)
-    reference = reference_policy(model, is_peft=is_peft) if settings.kl_coef > 0 else None
-
-    with progress.phase(f"tokenising {len(data.train)} training prompts"):
-        train_prompts = tokenize_prompts(tokenizer, data.train, template=config.query_template)
-        valid_prompts = tokenize_prompts(tokenizer, data.valid, template=config.query_template)
-        test_prompts = (
-            tokenize_prompts(tokenizer, data.test, template=config.query_template) if final_test else []
+    if final_test and forgetting_loss_before is None:
+        raise ValueError(
+            "rl.train: forgetting_loss_before is required for the final test (see run.prepare_model)"
         )
-    stream = prompt_stream(len(train_prompts), per_step=settings.prompts_per_step, seed=config.seed)
-    if forgetting_loss_before is None and final_test:
-        with progress.phase("forgetting baseline"):
-            forgetting_loss_before = forgetting_loss(
-                model, tokenizer, data.forgetting_texts, config=config, device=device
-            )
+    state = setup(
+        model=model,
+        tokenizer=tokenizer,
+        task=task,
+        data=data,
+        config=config,
+        device=device,
+        progress=progress or RunProgress(),
+        final_test=final_test,
+    )
+    out = state.out
     out.forgetting_loss_before = forgetting_loss_before
-
-    log: dict[str, list[float]] = {
-        k: [] for k in ("loss", "reward", "kl", "duration", "tokens", "gen_tokens", "gen_time")
-    }
-    samples_seen = 0
-    eval_time = 0.0
-    tic_train = time.perf_counter()
+    state.tic_train = time.perf_counter()
     model.train()
-    step = 0
-    batch: Batch | None = None
     try:
-        for step in progress.steps(config.max_steps, eval_every=config.eval_steps):
-            tic = time.perf_counter()
-            gen_time, gen_tokens = 0.0, 0
-            if (step - 1) % settings.updates_per_batch == 0:
-                batch = collect(
-                    model,
-                    tokenizer,
-                    task=task,
-                    data=data,
-                    prompts=train_prompts,
-                    indices=next(stream),
-                    settings=settings,
-                    config=config,
-                    reference=reference,
-                    device=device,
-                )
-                gen_time, gen_tokens = time.perf_counter() - tic, batch.samples.num_generated_tokens
-                samples_seen += len(batch.rewards)
-            optimizer.zero_grad(set_to_none=True)
-            loss_value, kl_value = update(model, batch, settings=settings, config=config)
-            if not math.isfinite(loss_value):
-                raise RunCanceled(f"non-finite training loss ({loss_value}) at step {step}")
-            if config.grad_norm_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
-            optimizer.step()
-            scheduler.step()
-            if is_adalora:
-                model.base_model.update_and_allocate(step)
-            allocated, reserved = meter.read()
-            out.memory_allocated.append(allocated)
-            out.memory_reserved.append(reserved)
-            for key, value in (
-                ("loss", loss_value),
-                ("reward", float(batch.rewards.mean())),
-                ("kl", kl_value),
-                ("duration", time.perf_counter() - tic),
-                ("tokens", int(batch.samples.attention_mask.sum())),
-                ("gen_tokens", gen_tokens),
-                ("gen_time", gen_time),
-            ):
-                log[key].append(value)
-            progress.step_done(step, loss=loss_value)
-
-            if step % config.eval_steps == 0:
-                progress.evaluating(step, prompts=len(valid_prompts))
-                tic_eval = time.perf_counter()
-                correct, gen = evaluate_accuracy(
-                    model,
-                    tokenizer,
-                    task=task,
-                    examples=data.valid,
-                    prompts=valid_prompts,
-                    config=config,
-                    device=device,
-                    progress=progress.interactive,
-                )
-                dur_eval = time.perf_counter() - tic_eval
-                eval_time += dur_eval
-                window = slice(-config.eval_steps, None)
-                dur_train = sum(log["duration"][window])
-                entry = {
-                    "step": step,
-                    "valid accuracy": sum(correct) / max(len(correct), 1),
-                    "train loss": float(np.mean(log["loss"][window])),
-                    "train reward": float(np.mean(log["reward"][window])),
-                    "train kl": float(np.mean(log["kl"][window])),
-                    "train samples": samples_seen,
-                    "train time": dur_train,
-                    "eval time": dur_eval,
-                    "tokens / sec": sum(log["tokens"][window]) / max(dur_train, 1e-9),
-                    "generated tokens / sec": sum(log["gen_tokens"][window])
-                    / max(sum(log["gen_time"][window]), 1e-9),
-                    "mem allocated avg": float(np.mean(out.memory_allocated[window])),
-                    "mem reserved avg": float(np.mean(out.memory_reserved[window])),
-                    "elapsed time": time.perf_counter() - tic_train,
-                    "lr": scheduler.get_last_lr()[0],
-                    "valid generated tokens": gen.num_generated_tokens,
-                }
-                out.metrics.append(entry)
-                progress.evaluated(entry, max_steps=config.max_steps, eval_every=config.eval_steps)
-                if verbose:
-                    print(json.dumps(entry), file=sys.stderr, flush=True)
-                if on_validation is not None:
-                    on_validation(entry)
-            if step % EMPTY_CACHE_EVERY == 0:
-                meter.empty_cache()
+        step = _loop(state, verbose=verbose, on_validation=on_validation)
         if final_test:
-            out.metrics.append(
-                _final_metrics(
-                    model,
-                    tokenizer,
-                    task=task,
-                    data=data,
-                    prompts=test_prompts,
-                    config=config,
-                    device=device,
-                    out=out,
-                    log=log,
-                    step=step,
-                    samples_seen=samples_seen,
-                    progress=progress,
-                )
-            )
-        out.status = "success"
+            out.metrics.append(final_entry(state, step, forgetting_before=forgetting_loss_before))
+        out.status = TrainStatus.SUCCESS
     except EarlyStop as stop:
-        stop.outcome = _finish(out, tic_train=tic_train, eval_time=eval_time, meter=meter)
+        stop.outcome = _finish(state)
         raise
     except KeyboardInterrupt:
-        out.status, out.error_msg = "canceled", "manually canceled"
+        out.status, out.error_msg = TrainStatus.CANCELED, "manually canceled"
     except RunCanceled as exc:
-        out.status, out.error_msg = "canceled", str(exc)
+        out.status, out.error_msg = TrainStatus.CANCELED, str(exc)
     except torch.OutOfMemoryError as exc:
-        out.status, out.error_msg = "canceled", f"out of memory: {exc}"
+        out.status, out.error_msg = TrainStatus.CANCELED, f"out of memory: {exc}"
     except Exception as exc:  # any error during training still yields a result with what was measured
-        out.status, out.error_msg = "canceled", f"{type(exc).__name__}: {exc}"
-    return _finish(out, tic_train=tic_train, eval_time=eval_time, meter=meter)
+        out.status, out.error_msg = TrainStatus.CANCELED, f"{type(exc).__name__}: {exc}"
+    return _finish(state)
 
 
-def _final_metrics(
-    model: Any,
-    tokenizer: Any,
-    *,
-    task: Task,
-    data: TaskData,
-    prompts: list[list[int]],
-    config: TrainConfig,
-    device: str,
-    out: TrainOutcome,
-    log: dict[str, list[float]],
-    step: int,
-    samples_seen: int,
-    progress: RunProgress,
-) -> dict[str, Any]:
-    """Test accuracy and forgetting (as train.py), and the RL figures of the whole run (generated tokens
-    per second of sampling). The training curve is the "train reward" of the validation entries, the mean
-    over the steps since the previous one, as "train loss" is for supervised runs."""
-    with progress.phase(f"test generation ({len(prompts)} prompts)") as note:
-        correct, gen = evaluate_accuracy(
-            model,
-            tokenizer,
-            task=task,
-            examples=data.test,
-            prompts=prompts,
-            config=config,
-            device=device,
-            progress=progress.interactive,
-        )
-        note.text = f"test accuracy {sum(correct) / max(len(correct), 1):.3f}"
-    out.test_correct = correct
-    with progress.phase(f"forgetting after training ({len(data.forgetting_texts)} texts)") as note:
-        after = forgetting_loss(model, tokenizer, data.forgetting_texts, config=config, device=device)
-        note.text = f"forgetting {after - out.forgetting_loss_before:+.4f}"
-    window = slice(-config.eval_steps, None)
-    return {
-        "step": step,
-        "test accuracy": sum(correct) / max(len(correct), 1),
-        "train loss": float(np.mean(log["loss"][window])),
-        "train reward": float(np.mean(log["reward"][window])),
-        "train samples": samples_seen,
-        "train total tokens": int(sum(log["tokens"])),
-        "generated tokens": int(sum(log["gen_tokens"])),
-        "generated tokens / sec": sum(log["gen_tokens"]) / max(sum(log["gen_time"]), 1e-9),
-        "sampling time": float(sum(log["gen_time"])),
-        "forgetting": after - out.forgetting_loss_before,
-        "forgetting loss before": out.forgetting_loss_before,
-        **task.extra_metrics(gen.completions, data.test),
-    }
+def _loop(state: RLState, *, verbose: bool, on_validation: Callable[[dict[str, Any]], None] | None) -> int:
+    """The steps, with a validation entry every eval_steps; returns the last step."""
+    config, progress, step = state.config, state.progress, 0
+    for step in progress.steps(config.max_steps, eval_every=config.eval_steps):
+        loss = rl_step(state, step)
+        progress.step_done(step, loss=loss)
+        if step % config.eval_steps == 0:
+            entry = validation_entry(state, step)
+            state.out.metrics.append(entry)
+            progress.evaluated(entry, max_steps=config.max_steps, eval_every=config.eval_steps)
+            if verbose:
+                print(json.dumps(entry), file=sys.stderr, flush=True)
+            if on_validation is not None:
+                on_validation(entry)
+        if step % EMPTY_CACHE_EVERY == 0:
+            state.meter.empty_cache()
+    return step
 
 
-def _finish(out: TrainOutcome, *, tic_train: float, eval_time: float, meter: MemoryMeter) -> TrainOutcome:
-    out.train_time = time.perf_counter() - tic_train - eval_time
-    out.memory_peak = meter.peak()
+def _finish(state: RLState) -> TrainOutcome:
+    out = state.out
+    out.train_time = time.perf_counter() - state.tic_train - state.eval_time
+    out.memory_peak = state.meter.peak()
     return out

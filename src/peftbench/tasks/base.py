@@ -109,6 +109,15 @@ LEARNING_RATE = _step("lr", "lower", "lr")
 VALID_GENERATED_TOKENS = _step("valid_generated_tokens", "lower", "valid generated tokens")
 # the training curve of RL runs (peftbench.rl), shown beside train loss; declared by RL tasks' step_metrics
 STEP_TRAIN_REWARD = _step("train_reward", "higher", "train reward")
+STEP_TRAIN_KL = _step("train_kl", "lower", "train kl")
+STEP_GENERATED_TOKENS_PER_SEC = _step("generated_tokens_per_sec", "higher", "generated tokens / sec")
+# RL runs' final figures (peftbench.rl); the first two are columns of RL tasks' `metrics`
+TRAIN_REWARD = _final("train_reward", "higher", "final train reward", "train reward")
+GENERATED_TOKENS_PER_SEC = _final(
+    "generated_tokens_per_sec", "higher", "generated tokens / s", "generated tokens / sec"
+)
+GENERATED_TOKENS = "generated tokens"  # sampled during training, EOS included
+SAMPLING_TIME = "sampling time"  # seconds spent sampling during training
 STEP_METRICS: tuple[Metric, ...] = (
     VALID_ACCURACY,
     STEP_TRAIN_LOSS,

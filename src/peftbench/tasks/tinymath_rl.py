@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from peftbench.tasks.base import COMMON_METRICS, STEP_METRICS, STEP_TRAIN_REWARD, Metric
+from peftbench.tasks.base import (
+    COMMON_METRICS,
+    GENERATED_TOKENS_PER_SEC,
+    STEP_GENERATED_TOKENS_PER_SEC,
+    STEP_METRICS,
+    STEP_TRAIN_KL,
+    STEP_TRAIN_REWARD,
+    TRAIN_REWARD,
+)
 from peftbench.tasks.tinymath import TinyMath
 from peftbench.tasks.tinymath.problems import GENERATOR_VERSION
 
@@ -23,23 +31,8 @@ class TinyMathRL(TinyMath):
     # the warm start's loss on the forgetting texts is 2.049 as the runner measures it (the tinymath base
     # model's 1.408, plus the supervised stage's forgetting, warm_start/warm_start_log.json)
     forgetting_loss_band = (1.8, 2.3)
-    metrics = (
-        *COMMON_METRICS,
-        Metric("train_reward", "higher", "final train reward", key="train reward"),
-        Metric("generated_tokens_per_sec", "higher", "generated tokens / s", key="generated tokens / sec"),
-    )
-    step_metrics = (
-        *STEP_METRICS,
-        STEP_TRAIN_REWARD,
-        Metric("train_kl", "lower", "train kl", key="train kl", section="step"),
-        Metric(
-            "generated_tokens_per_sec",
-            "higher",
-            "generated tokens / sec",
-            key="generated tokens / sec",
-            section="step",
-        ),
-    )
+    metrics = (*COMMON_METRICS, TRAIN_REWARD, GENERATED_TOKENS_PER_SEC)
+    step_metrics = (*STEP_METRICS, STEP_TRAIN_REWARD, STEP_TRAIN_KL, STEP_GENERATED_TOKENS_PER_SEC)
 
     def training_loop(self) -> Callable[..., Any]:
         from peftbench.rl import train
