@@ -23,9 +23,7 @@ share the runner's evaluation and records.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -39,7 +37,6 @@ from peftbench import methods
 from peftbench.config import TrainConfig
 from peftbench.modeling import MemoryMeter, count_parameters
 from peftbench.progress import RunProgress
-from peftbench.results import TrainStatus
 from peftbench.rlconfig import REWARDS, RLSettings, rl_settings
 from peftbench.tasks.base import (
     GENERATED_TOKENS,
@@ -53,11 +50,12 @@ from peftbench.tasks.base import (
     TaskData,
 )
 from peftbench.train import (
-    EMPTY_CACHE_EVERY,
-    EarlyStop,
+    Phases,
     RunCanceled,
     TrainOutcome,
+    drive,
     make_optimizer,
+    require_baseline,
     tokenize_prompts,
 )
 from peftbench.train import final_entry as train_final_entry
@@ -510,10 +508,7 @@ def train(
     training (they end as status "canceled" with what was measured); EarlyStop from `on_validation`
     goes through with the outcome so far; `final_test=False` (a tuning trial) skips test and forgetting.
     """
-    if final_test and forgetting_loss_before is None:
-        raise ValueError(
-            "rl.train: forgetting_loss_before is required for the final test (see run.prepare_model)"
-        )
+    require_baseline(final_test, forgetting_loss_before, who="rl.train")
     state = setup(
         model=model,
         tokenizer=tokenizer,
@@ -524,50 +519,11 @@ def train(
         progress=progress or RunProgress(),
         final_test=final_test,
     )
-    out = state.out
-    out.forgetting_loss_before = forgetting_loss_before
-    state.tic_train = time.perf_counter()
-    model.train()
-    try:
-        step = _loop(state, verbose=verbose, on_validation=on_validation)
-        if final_test:
-            out.metrics.append(final_entry(state, step, forgetting_before=forgetting_loss_before))
-        out.status = TrainStatus.SUCCESS
-    except EarlyStop as stop:
-        stop.outcome = _finish(state)
-        raise
-    except KeyboardInterrupt:
-        out.status, out.error_msg = TrainStatus.CANCELED, "manually canceled"
-    except RunCanceled as exc:
-        out.status, out.error_msg = TrainStatus.CANCELED, str(exc)
-    except torch.OutOfMemoryError as exc:
-        out.status, out.error_msg = TrainStatus.CANCELED, f"out of memory: {exc}"
-    except Exception as exc:  # any error during training still yields a result with what was measured
-        out.status, out.error_msg = TrainStatus.CANCELED, f"{type(exc).__name__}: {exc}"
-    return _finish(state)
-
-
-def _loop(state: RLState, *, verbose: bool, on_validation: Callable[[dict[str, Any]], None] | None) -> int:
-    """The steps, with a validation entry every eval_steps; returns the last step."""
-    config, progress, step = state.config, state.progress, 0
-    for step in progress.steps(config.max_steps, eval_every=config.eval_steps):
-        loss = rl_step(state, step)
-        progress.step_done(step, loss=loss)
-        if step % config.eval_steps == 0:
-            entry = validation_entry(state, step)
-            state.out.metrics.append(entry)
-            progress.evaluated(entry, max_steps=config.max_steps, eval_every=config.eval_steps)
-            if verbose:
-                print(json.dumps(entry), file=sys.stderr, flush=True)
-            if on_validation is not None:
-                on_validation(entry)
-        if step % EMPTY_CACHE_EVERY == 0:
-            state.meter.empty_cache()
-    return step
-
-
-def _finish(state: RLState) -> TrainOutcome:
-    out = state.out
-    out.train_time = time.perf_counter() - state.tic_train - state.eval_time
-    out.memory_peak = state.meter.peak()
-    return out
+    return drive(
+        state,
+        Phases(step=rl_step, validation=validation_entry, final=final_entry),
+        final_test=final_test,
+        forgetting_loss_before=forgetting_loss_before,
+        verbose=verbose,
+        on_validation=on_validation,
+    )

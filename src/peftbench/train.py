@@ -473,10 +473,7 @@ def train(
     the metrics gathered so far, so that the caller can still write a result. `progress` shows each
     phase and step (default: on stderr).
     """
-    if final_test and forgetting_loss_before is None:
-        raise ValueError(
-            "train: forgetting_loss_before is required for the final test (see run.prepare_model)"
-        )
+    require_baseline(final_test, forgetting_loss_before, who="train")
     state = setup(
         model=model,
         tokenizer=tokenizer,
@@ -487,14 +484,55 @@ def train(
         progress=progress or RunProgress(),
         final_test=final_test,
     )
+    return drive(
+        state,
+        SUPERVISED,
+        final_test=final_test,
+        forgetting_loss_before=forgetting_loss_before,
+        verbose=verbose,
+        on_validation=on_validation,
+    )
+
+
+@dataclass(frozen=True)
+class Phases:
+    """A loop's phases over its state (a TrainState or one with the same tallies: peftbench.rl's):
+    one optimizer step (returns its loss), a validation entry, the final entry."""
+
+    step: Callable[[Any, int], float]
+    validation: Callable[[Any, int], dict[str, Any]]
+    final: Callable[..., dict[str, Any]]
+
+
+SUPERVISED = Phases(step=train_step, validation=validation_entry, final=final_entry)
+
+
+def require_baseline(final_test: bool, forgetting_loss_before: float | None, *, who: str) -> None:
+    if final_test and forgetting_loss_before is None:
+        raise ValueError(
+            f"{who}: forgetting_loss_before is required for the final test (see run.prepare_model)"
+        )
+
+
+def drive(
+    state: Any,
+    phases: Phases,
+    *,
+    final_test: bool,
+    forgetting_loss_before: float | None,
+    verbose: bool,
+    on_validation: Callable[[dict[str, Any]], None] | None,
+) -> TrainOutcome:
+    """The loop over a set-up state, then the final entry; what stopped it becomes the outcome's status
+    (never raises for problems during training; EarlyStop goes through with the outcome so far)."""
     out = state.out
     out.forgetting_loss_before = forgetting_loss_before
     state.tic_train = time.perf_counter()
-    model.train()
+    state.model.train()
     try:
-        step = _loop(state, verbose=verbose, on_validation=on_validation)
+        step = _loop(state, phases, verbose=verbose, on_validation=on_validation)
         if final_test:
-            out.metrics.append(final_entry(state, step, forgetting_before=forgetting_loss_before))
+            out.metrics.append(phases.final(state, step, forgetting_before=forgetting_loss_before))
         out.status = TrainStatus.SUCCESS
     except EarlyStop as stop:
         stop.outcome = _finish(state)
@@ -510,14 +548,16 @@ def train(
     return _finish(state)
 
 
-def _loop(state: TrainState, *, verbose: bool, on_validation: Callable[[dict[str, Any]], None] | None) -> int:
+def _loop(
+    state: Any, phases: Phases, *, verbose: bool, on_validation: Callable[[dict[str, Any]], None] | None
+) -> int:
     """The steps, with a validation entry every eval_steps; returns the last step."""
     config, progress, step = state.config, state.progress, 0
     for step in progress.steps(config.max_steps, eval_every=config.eval_steps):
-        loss = train_step(state, step)
+        loss = phases.step(state, step)
         progress.step_done(step, loss=loss)
         if step % config.eval_steps == 0:
-            entry = validation_entry(state, step)
+            entry = phases.validation(state, step)
             state.out.metrics.append(entry)
             progress.evaluated(entry, max_steps=config.max_steps, eval_every=config.eval_steps)
             if verbose:
@@ -529,7 +569,7 @@ def _loop(state: TrainState, *, verbose: bool, on_validation: Callable[[dict[str
     return step
 
 
-def _finish(state: TrainState) -> TrainOutcome:
+def _finish(state: Any) -> TrainOutcome:
     out = state.out
     out.train_time = time.perf_counter() - state.tic_train - state.eval_time
     out.memory_peak = state.meter.peak()
