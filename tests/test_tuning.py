@@ -98,12 +98,18 @@ def test_dead_running_trial_is_failed_and_rerun_with_its_params(task_dir):
     for param in space:
         param.suggest(ghost)
     assert ghost.params == {"optimizer_kwargs.lr": 1e-2}
-    assert tuning.recover_dead_trials(study) == 1
+    # killed after writing its record and before the study's tell: the record goes with the trial
+    stale = tuning.trial_record_path(exp, ghost.number)
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    assert tuning.recover_dead_trials(study, exp) == [0]
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert not stale.exists()
     assert _tune(task_dir, "--trials", "2") == 0
     records = tuning.read_trials(exp)
+    # the rerun (trial 1) has the dead trial's parameters; the study and the records agree on 2 trials
+    assert [r["trial"] for r in records] == [1, 2]
     assert records[0]["params"] == {"optimizer_kwargs.lr": 1e-2}
-    assert len(records) == 2
 
 
 def test_kill_9_then_resume(task_dir, tmp_path):
@@ -262,6 +268,62 @@ def _two_searches_done(task_dir: Path, capsys) -> None:
 def test_two_experiments_in_two_worker_processes(task_dir, worker_env, capsys):
     assert cli_main(["tune", str(task_dir), "--trials", "2", "--jobs", "2"]) == 0
     _two_searches_done(task_dir, capsys)
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigterm_to_tune_ends_its_workers_and_the_search_resumes(task_dir, worker_env, capsys):
+    """`kill PID` of a `tune --jobs 2` must not leave its workers searching (and holding the locks)."""
+    args = ["tune", str(task_dir), "--trials", "60", "--jobs", "2"]
+    code = f"import sys\nfrom peftbench.cli import main\nsys.exit(main({args!r}))\n"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    exps = [
+        resolve_experiment(task_dir / "experiments" / n)
+        for n in ("lora/toy-rank4", "full-finetuning/toy-default")
+    ]
+    deadline = time.monotonic() + 300
+    while (
+        not all(tuning.read_trials(e) for e in exps) and time.monotonic() < deadline and proc.poll() is None
+    ):
+        time.sleep(0.2)
+    workers = [pid for pid in _children(proc.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a search worker outlived its parent"
+        time.sleep(0.2)
+    done = {e.name: len(_finished(e)) for e in exps}
+    assert all(n < 60 for n in done.values())  # stopped mid-search, not finished
+    # the locks went with the workers: the same command resumes both searches to the new budget
+    target = max(done.values()) + 1
+    assert cli_main(["tune", str(task_dir), "--trials", str(target), "--jobs", "2"]) == 0
+    assert [len(_finished(e)) for e in exps] == [target, target]
+
+
+def _finished(exp) -> list[dict]:
+    return [r for r in tuning.read_trials(exp) if r["state"] in ("complete", "pruned")]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.mark.ray

@@ -191,6 +191,10 @@ def trials_dir(exp: Experiment) -> Path:
     return exp.task_dir / TUNING / exp.result_stem()
 
 
+def trial_record_path(exp: Experiment, number: int) -> Path:
+    return trials_dir(exp) / f"trial-{number:04d}.json"
+
+
 def is_tuned_name(name: str) -> bool:
     """Experiments made by a search (or by hand-tuning, `-tuned-lr_X`) are not searched again."""
     return name.endswith(TUNED_SUFFIX) or f"{TUNED_SUFFIX}-" in name
@@ -311,15 +315,19 @@ def _journal(path: Path) -> Any:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def recover_dead_trials(study: Any) -> int:
-    """Trials left RUNNING by a killed worker: marked failed, their parameters queued to run first."""
+def recover_dead_trials(study: Any, exp: Experiment | None = None) -> list[int]:
+    """Trials left RUNNING by a killed worker: marked failed, their parameters queued to run first;
+    returns their numbers. With `exp`, a record such a trial wrote goes too (a kill between the
+    record's write and the study's tell): the study does not count that trial, its rerun does."""
     from optuna.trial import TrialState
 
     dead = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in dead:
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number}, skip_if_exists=False)
-    return len(dead)
+        if exp is not None:
+            trial_record_path(exp, trial.number).unlink(missing_ok=True)
+    return [trial.number for trial in dead]
 
 
 def finished_trials(study: Any) -> list[Any]:
@@ -479,7 +487,7 @@ def _write_trial(
         "budget": ctx.budget.to_dict(),
         "created_at": trial_run.created_at.isoformat(),
     }
-    atomic_write_json(trials_dir(ctx.exp) / f"trial-{number:04d}.json", record)
+    atomic_write_json(trial_record_path(ctx.exp, number), record)
 
 
 # ---- one experiment's search, in a worker --------------------------------------------------------
@@ -500,7 +508,7 @@ def tune_experiment(
     tic = time.perf_counter()
     with FileLock(str(lock_path)):
         study = open_study(exp, space=space, budget=budget, storage=storage)
-        recovered = recover_dead_trials(study)
+        recovered = len(recover_dead_trials(study, exp))
         ctx: TrialContext | None = None
         failures = 0
         while len(finished_trials(study)) < trials:

@@ -106,9 +106,14 @@ def _tune_one(path: str, options: dict[str, Any]) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
+    """A search worker: its torch threads, and its end with the parent's (a `peftbench tune` stopped by
+    SIGTERM or SIGKILL would otherwise leave its workers searching, holding their studies' locks)."""
     import torch
 
+    from peftbench.sweep.local import die_with_parent
+
+    die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -125,7 +130,9 @@ def _run_local(
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_init_worker, initargs=(threads, os.getpid())
+    ) as pool:
         futures = {pool.submit(_tune_one, path, options): path for path in paths}
         try:
             for future in as_completed(futures):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import queue
@@ -178,15 +179,18 @@ def _die_with_parent_fn() -> Callable[[], None] | None:
     """
     if not sys.platform.startswith("linux"):
         return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
+    return functools.partial(die_with_parent, os.getpid(), ctypes.CDLL(None, use_errno=True).prctl)
 
-    def die_with_parent() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the sweep died before prctl took effect
-            os._exit(1)
 
-    return die_with_parent
+def die_with_parent(parent: int, prctl: Callable[..., int] | None = None) -> None:
+    """In a child process: have it sent SIGTERM when `parent` (the process, or rather the thread, that
+    started it) dies; exit at once if it already has. Linux only (elsewhere nothing happens). Also a
+    process pool's initializer (peftbench tune's workers, which otherwise outlive a killed parent)."""
+    if not sys.platform.startswith("linux"):
+        return
+    (prctl or ctypes.CDLL(None, use_errno=True).prctl)(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
