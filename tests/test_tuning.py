@@ -112,6 +112,10 @@ def test_dead_running_trial_is_failed_and_rerun_with_its_params(task_dir):
     assert records[0]["params"] == {"optimizer_kwargs.lr": 1e-2}
 
 
+def _finished(exp) -> list[dict]:
+    return [r for r in tuning.read_trials(exp) if r["state"] in ("complete", "pruned")]
+
+
 def test_kill_9_then_resume(task_dir, tmp_path):
     """A real kill -9 in the middle of a search: the resumed search never reruns a finished trial."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
@@ -133,8 +137,7 @@ def test_kill_9_then_resume(task_dir, tmp_path):
     target = len(before) + 1
     assert _tune(task_dir, "--trials", str(target)) == 0
     after = tuning.read_trials(exp)
-    finished = [r for r in after if r["state"] in ("complete", "pruned")]
-    assert len(finished) == target
+    assert len(_finished(exp)) == target
     assert all(r["created_at"] == before[r["trial"]] for r in after if r["trial"] in before)
 
 
@@ -270,16 +273,27 @@ def test_two_experiments_in_two_worker_processes(task_dir, worker_env, capsys):
     _two_searches_done(task_dir, capsys)
 
 
+def _proc_stat(pid: int | str) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from Linux's /proc, or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
 def _children(pid: int) -> list[int]:
-    """Pids of the live processes whose parent is `pid` (Linux /proc)."""
+    """Pids of the live processes whose parent is `pid`."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = _proc_stat(entry.name)
+        if stat is not None and stat[1] == pid and stat[0] != "Z":
+            found.append(int(entry.name))
     return found
 
 
@@ -312,18 +326,6 @@ def test_sigterm_to_tune_ends_its_workers_and_the_search_resumes(task_dir, worke
     target = max(done.values()) + 1
     assert cli_main(["tune", str(task_dir), "--trials", str(target), "--jobs", "2"]) == 0
     assert [len(_finished(e)) for e in exps] == [target, target]
-
-
-def _finished(exp) -> list[dict]:
-    return [r for r in tuning.read_trials(exp) if r["state"] in ("complete", "pruned")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.mark.ray
