@@ -315,18 +315,17 @@ def _journal(path: Path) -> Any:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def recover_dead_trials(study: Any, exp: Experiment | None = None) -> list[int]:
+def recover_dead_trials(study: Any, exp: Experiment) -> list[int]:
     """Trials left RUNNING by a killed worker: marked failed, their parameters queued to run first;
-    returns their numbers. With `exp`, a record such a trial wrote goes too (a kill between the
-    record's write and the study's tell): the study does not count that trial, its rerun does."""
+    returns their numbers. A record such a trial wrote goes too (a kill between the record's write
+    and the study's tell): the study does not count that trial, its rerun does."""
     from optuna.trial import TrialState
 
     dead = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in dead:
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number}, skip_if_exists=False)
-        if exp is not None:
-            trial_record_path(exp, trial.number).unlink(missing_ok=True)
+        trial_record_path(exp, trial.number).unlink(missing_ok=True)
     return [trial.number for trial in dead]
 
 
