@@ -5,7 +5,9 @@
 
 The tuning table has one row per experiment that is not itself a tuned one: its test accuracy at its
 own settings (mean over the seeds that ran, with their count), the tuned experiment's (same), the
-learning rates, and what the search spent (finished trials, pruned ones, steps trained).
+learning rates, and what the search spent (finished trials, pruned ones, steps trained). A tuned
+experiment with its source's own settings and no runs of its own says '= default': its runs would
+repeat the source's (`tuning.repeats_source`).
 Experiments not searched yet say so. Only full runs in results/ count (never quick or --set runs).
 """
 
@@ -48,8 +50,9 @@ def rows(task_dir: Path) -> list[list[str]]:
         if provenance_file.is_file():
             p = json.loads(provenance_file.read_text())
             tuned_lr = (p.get("best_params") or {}).get(tuning.LR_KEY)
+            tuned_acc = acc.get(f"{exp.method}/{tuned.name}")
             row += [
-                _mean(acc.get(f"{exp.method}/{tuned.name}")),
+                "= default" if not tuned_acc and tuning.repeats_source(exp) else _mean(tuned_acc),
                 "-" if tuned_lr is None else f"{tuned_lr:.3g}",
                 f"{p['trials']} ({p['pruned']} pruned)",
                 str(p["steps_spent"]),

@@ -47,7 +47,10 @@ def test_search_writes_trials_study_and_tuned_experiment(task_dir, capsys):
     # only the searched key differs from the source experiment
     source = json.loads((task_dir / LORA / "adapter_config.json").read_text())
     assert json.loads((tuned / "adapter_config.json").read_text()) == source
-    assert "toy-rank4-tuned" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "toy-rank4-tuned" in out
+    # the line says when the search kept the source's own settings (its runs then stand for the tuned one)
+    assert ("the source's own settings" in out) == (best["params"] == records[0]["params"])
 
 
 def test_test_split_is_never_evaluated(task_dir, monkeypatch):
@@ -200,6 +203,24 @@ def test_tuned_experiments_are_not_tuned_again(task_dir, capsys):
     assert "a tuned experiment" in capsys.readouterr().err
     names = [e.experiment_name for e in tuning.select_experiments([str(task_dir)])]
     assert names == ["full-finetuning/toy-default", "lora/toy-rank4"]
+
+
+def test_a_tuned_experiment_that_kept_the_source_settings_repeats_it(task_dir):
+    # the search kept the source's own values: the tuned experiment's runs would be the source's
+    exp = resolve_experiment(task_dir / LORA)
+    tuned = task_dir / "experiments/lora/toy-rank4-tuned"
+    assert not tuning.repeats_source(exp)  # no search yet
+    shutil.copytree(task_dir / LORA, tuned)
+    assert not tuning.repeats_source(exp)  # a folder made by hand, not by a search
+    (tuned / "tuning.json").write_text("{}")
+    optimizer = tuning.load_train_config(exp).optimizer_kwargs  # a tuned file writes the object whole
+    for lr, same in ((optimizer["lr"], True), (optimizer["lr"] * 1.5, False)):
+        (tuned / "training_params.json").write_text(json.dumps({"optimizer_kwargs": {**optimizer, "lr": lr}}))
+        assert tuning.repeats_source(exp) is same
+    (tuned / "training_params.json").write_text(json.dumps({"optimizer_kwargs": optimizer}))
+    adapter = json.loads((tuned / "adapter_config.json").read_text())
+    (tuned / "adapter_config.json").write_text(json.dumps({**adapter, "r": adapter["r"] * 2}))
+    assert not tuning.repeats_source(exp)
 
 
 def test_a_task_search_leaves_out_experiments_whose_results_are_kept_apart(task_dir):

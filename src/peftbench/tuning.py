@@ -519,6 +519,7 @@ def tune_experiment(
         "experiment": exp.experiment_name,
         "recovered": recovered,
         "tuned": tuned.relative_to(exp.task_dir).as_posix() if tuned else None,
+        "repeats_source": bool(tuned) and repeats_source(exp),
         "wall_time": time.perf_counter() - tic,
     }
 
@@ -609,6 +610,18 @@ def write_tuned_experiment(
     }
     atomic_write_json(target / PROVENANCE_FILE, provenance)
     return target
+
+
+def repeats_source(exp: Experiment) -> bool:
+    """Whether `<name>-tuned` has exactly its source's settings (the search kept the source's own
+    values). Runs are deterministic per seed, so its runs would repeat the source's, number for
+    number: the source's seeds stand for it, and sweeping it again only spends compute."""
+    tuned = Experiment(path=exp.path.with_name(exp.name + TUNED_SUFFIX), task_dir=exp.task_dir)
+    if not (tuned.path / PROVENANCE_FILE).is_file():
+        return False
+    if load_train_config(exp).to_dict() != load_train_config(tuned).to_dict():
+        return False
+    return exp.is_full_finetuning or load_peft_config(exp).to_dict() == load_peft_config(tuned).to_dict()
 
 
 def _set_nested(params: dict[str, Any], key: str, value: Any, *, defaults: dict[str, Any]) -> None:

@@ -72,10 +72,11 @@ def _line(name: str, summary: dict[str, Any]) -> str:
         return f"tune: {name}: error: {summary['error']}"
     best = "none complete" if summary["best_value"] is None else f"best valid {summary['best_value']:.3f}"
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in (summary["best_params"] or {}).items())
+    same = f" (the source's own settings: {name}'s runs stand for it)"
     return (
         f"tune: {name}: {summary['trials']} trials ({summary['pruned']} pruned), "
         f"{summary['steps_spent']} steps, {best} ({params}) -> {summary['tuned']}"
-        f" [{summary['wall_time']:.0f} s]"
+        f"{same if summary.get('repeats_source') else ''} [{summary['wall_time']:.0f} s]"
     )
 
 
