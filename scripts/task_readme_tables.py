@@ -1,4 +1,5 @@
-"""A task README's generated tables: default vs tuned, and the ranking (`peftbench rank`).
+"""A task README's generated tables: default vs tuned, and the rankings (`peftbench rank`, of the
+searched catalogue and of every experiment).
 
     python scripts/task_readme_tables.py benchmarks/tinymath            # print them (markdown)
     python scripts/task_readme_tables.py benchmarks/tinymath --write    # into the README's marked sections
@@ -86,17 +87,17 @@ def markdown(task_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def ranking(task_dir: Path) -> str:
-    """`peftbench rank TASK --format markdown`, as printed."""
+def ranking(task_dir: Path, *options: str) -> str:
+    """`peftbench rank TASK [OPTIONS] --format markdown`, as printed."""
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-m", "peftbench", "rank", str(task_dir), "--format", "markdown"],
+        [sys.executable, "-m", "peftbench", "rank", str(task_dir), *options, "--format", "markdown"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return f"`peftbench rank {task_dir.as_posix()}`:\n\n{done.stdout.strip()}"
+    return f"`{' '.join(['peftbench rank', task_dir.as_posix(), *options])}`:\n\n{done.stdout.strip()}"
 
 
 def replace_section(text: str, name: str, body: str, *, where: Path) -> str:
@@ -115,7 +116,11 @@ def main() -> int:
     parser.add_argument("task_dir", type=Path)
     parser.add_argument("--write", action="store_true", help="write into the task README's marked section")
     args = parser.parse_args()
-    sections = {"tuning-table": markdown(args.task_dir), "ranking": ranking(args.task_dir)}
+    sections = {
+        "tuning-table": markdown(args.task_dir),
+        "searched-ranking": ranking(args.task_dir, "--searched"),
+        "ranking": ranking(args.task_dir),
+    }
     if not args.write:
         print("\n\n".join(sections.values()))
         return 0

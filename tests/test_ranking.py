@@ -250,3 +250,61 @@ def test_app_ranking_section_in_a_browser(tmp_path):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_rank_searched_keeps_each_searched_experiment_once_at_its_searched_settings(ranked_dir, capsys):
+    """--searched: `-tuned` runs where they exist, the source's where the search kept its settings;
+    unsearched and not-yet-run experiments are left out and named."""
+    import shutil
+    from pathlib import Path
+
+    from test_compare import bits, write_result
+
+    tinymath = Path(__file__).parents[1] / "benchmarks/tinymath"
+    shutil.copy(tinymath / "default_training_params.json", ranked_dir)
+    lora = tinymath / "experiments/lora/tiny-llama-rank6/adapter_config.json"
+
+    def experiment(name: str, *, lr: float | None = None, searched: bool = False) -> None:
+        folder = ranked_dir / "experiments" / name
+        folder.mkdir(parents=True)
+        shutil.copy(lora, folder)
+        if lr is not None:
+            (folder / "training_params.json").write_text(json.dumps({"optimizer_kwargs": {"lr": lr}}))
+        if searched:
+            (folder / "tuning.json").write_text("{}")
+
+    for name in ("lora/a", "lora/b", "lora/c", "lora/d"):
+        experiment(name, lr=0.01)
+    experiment("lora/a-tuned", lr=0.02, searched=True)  # moved: its own runs stand for it
+    experiment("lora/c-tuned", lr=0.01, searched=True)  # kept: the source's runs stand for it
+    experiment("lora/d-tuned", lr=0.03, searched=True)  # moved, not run yet
+    rng = np.random.default_rng(1)
+    for seed in range(3):
+        write_result(ranked_dir / "results", "lora/a-tuned", bits(rng, 0.85, 300), seed=seed)
+    write_result(ranked_dir / "results", "lora/c", bits(rng, 0.6, 300))
+    write_result(ranked_dir / "results", "lora/d", bits(rng, 0.6, 300))
+
+    code, out, err = rank_cli(capsys, ranked_dir, "--searched", "--bootstrap", "200")
+    assert code == 0, err
+    ranked = [line.split()[1] for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert ranked == ["lora/a-tuned", "lora/c"]
+    assert "left out, not searched yet: 1 catalogue experiment" in out  # lora/b (ia3/c has no folder)
+    assert "left out, searched but not run yet: lora/d-tuned" in out
+    # without --searched every experiment with runs is ranked
+    _, everything, _ = rank_cli(capsys, ranked_dir, "--bootstrap", "200")
+    assert {"lora/a", "lora/b", "ia3/c", "lora/d"} <= set(everything.split())
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "results", "is not a task folder"),
+        (lambda d: d, "no searched experiment has runs"),
+    ],
+)
+def test_rank_searched_bad_input_is_one_line_and_exit_2(ranked_dir, capsys, make, message):
+    (ranked_dir / "default_training_params.json").write_text("{}")
+    (ranked_dir / "experiments/lora/a").mkdir(parents=True)
+    code, out, err = rank_cli(capsys, make(ranked_dir), "--searched")
+    assert code == 2 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1

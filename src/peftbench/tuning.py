@@ -624,6 +624,52 @@ def repeats_source(exp: Experiment) -> bool:
     return exp.is_full_finetuning or load_peft_config(exp).to_dict() == load_peft_config(tuned).to_dict()
 
 
+@dataclass(frozen=True)
+class SearchedSet:
+    """A task's catalogue at its searched settings: the experiments whose runs stand for them."""
+
+    chosen: list[str]  # `<name>-tuned`, or the source where the tuned one repeats it
+    not_searched: list[str]  # catalogue experiments without a finished search
+    no_runs: list[str]  # searched, but nothing has run at the searched settings yet
+
+    def notes(self) -> list[str]:
+        """The lines that say what the ranking of the searched set leaves out."""
+        lines = [
+            f"the catalogue at its searched settings: {len(self.chosen)} experiments (each one's "
+            "`-tuned`, or its own name where the search kept its settings)"
+        ]
+        if self.not_searched:
+            n = len(self.not_searched)
+            lines.append(f"left out, not searched yet: {n} catalogue experiment{'s' * (n != 1)}")
+        if self.no_runs:
+            lines.append(f"left out, searched but not run yet: {', '.join(self.no_runs)}")
+        return lines
+
+
+def searched_set(task_dir: Path, with_runs: set[str]) -> SearchedSet:
+    """For each catalogue experiment (`in_catalogue_search`) with a finished search, the experiment
+    whose runs (names in `with_runs`) stand for its searched settings. So every entry of the set had
+    the same search budget, and none is counted twice."""
+    from peftbench.experiment import discover
+
+    chosen: list[str] = []
+    not_searched: list[str] = []
+    no_runs: list[str] = []
+    for exp in discover(task_dir):
+        if not in_catalogue_search(exp):
+            continue
+        tuned_name = f"{exp.experiment_name}{TUNED_SUFFIX}"
+        if not (exp.path.with_name(exp.name + TUNED_SUFFIX) / PROVENANCE_FILE).is_file():
+            not_searched.append(exp.experiment_name)
+        elif tuned_name in with_runs:
+            chosen.append(tuned_name)
+        elif exp.experiment_name in with_runs and repeats_source(exp):
+            chosen.append(exp.experiment_name)
+        else:
+            no_runs.append(tuned_name)
+    return SearchedSet(chosen=chosen, not_searched=not_searched, no_runs=no_runs)
+
+
 def _set_nested(params: dict[str, Any], key: str, value: Any, *, defaults: dict[str, Any]) -> None:
     """Set a dotted key in a training_params.json object; an object key is written whole, as files
     keep the reference's format (the object's other entries come from the file or the defaults)."""

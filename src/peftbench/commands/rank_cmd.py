@@ -15,7 +15,9 @@ interval from a bootstrap over the test items and seeds (test accuracy; other me
 "tied" marks the experiments not significantly different from the best (Holm-corrected, as
 `peftbench compare`). A one-seed experiment is given the task's pooled seed variance. The Kendall tau
 between the rankings of every two seeds says how stable the ranking is. Quick and shortened runs
-are ranked apart from full runs. See docs/statistics.md, "Rankings"."""
+are ranked apart from full runs. --searched ranks the catalogue at its searched settings only: the
+fair comparison, where every entry had the same search budget (docs/tuning.md). See
+docs/statistics.md, "Rankings"."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05, help="level of the Holm group (default 0.05)")
     parser.add_argument(
         "--include-temporary", action="store_true", help="also read temporary_results/ of task folders"
+    )
+    parser.add_argument(
+        "--searched",
+        action="store_true",
+        help="rank the catalogue at its searched settings only (`peftbench tune`): each searched "
+        "experiment's -tuned runs, or its own where the search kept its settings; task folders only",
     )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
 
@@ -52,16 +60,39 @@ def main(args: argparse.Namespace) -> int:
     metric = _metric(task, args.metric)
     from peftbench.analysis.ranking import rank_experiments
 
-    rankings = rank_experiments(
-        select(loaded.table, task=task), metric, n_boot=args.bootstrap, rng_seed=args.seed, alpha=args.alpha
-    )
+    runs, notes = select(loaded.table, task=task), []
+    if args.searched:
+        runs, notes = _searched_runs(runs, args.paths)
+    rankings = rank_experiments(runs, metric, n_boot=args.bootstrap, rng_seed=args.seed, alpha=args.alpha)
     if not rankings:
         raise BadInput(f'task "{task}": no run has a value of {metric.name}')
+    rankings = [dataclasses.replace(r, notes=notes + r.notes) for r in rankings]
     if args.format == "json":
         print(json.dumps([_json(task, r) for r in rankings], indent=2))
     else:
         print("\n\n".join(ranking_text(task, r, markdown=args.format == "markdown") for r in rankings))
     return 0
+
+
+def _searched_runs(runs, paths: list[str]):
+    """The runs of the searched set (tuning.searched_set) of each task folder, and its notes."""
+    from pathlib import Path
+
+    from peftbench.analysis.ranking import EXPERIMENT
+    from peftbench.errors import BadInput
+    from peftbench.tuning import searched_set
+
+    chosen: list[str] = []
+    notes: list[str] = []
+    for raw in paths:
+        if not (Path(raw) / "experiments").is_dir():
+            raise BadInput(f"--searched: {raw} is not a task folder (benchmarks/<task> with experiments/)")
+        found = searched_set(Path(raw), set(runs[EXPERIMENT]))
+        chosen += found.chosen
+        notes += found.notes()
+    if not chosen:
+        raise BadInput(f"--searched: no searched experiment has runs in {', '.join(paths)}")
+    return runs[runs[EXPERIMENT].isin(chosen)], notes
 
 
 def _metric(task: str, name: str):
