@@ -223,6 +223,26 @@ def test_a_tuned_experiment_that_kept_the_source_settings_repeats_it(task_dir):
     assert not tuning.repeats_source(exp)
 
 
+def test_sweep_searched_runs_each_searched_experiment_at_its_searched_settings(task_dir, capsys):
+    from peftbench.errors import BadInput
+    from peftbench.sweep.pending import plan
+
+    with pytest.raises(BadInput, match="no experiment has a finished search"):
+        plan(task_dir, searched=True)
+    assert _tune(task_dir, "--trials", "1") == 0  # one trial: the source's own settings win
+    names = lambda runs: [(r.experiment.experiment_name, r.seed) for r in runs]  # noqa: E731
+    # full-finetuning/toy-default is not searched; the search kept lora's settings: the source runs
+    source = [("lora/toy-rank4", 0), ("lora/toy-rank4", 1)]
+    assert names(plan(task_dir, searched=True, seeds=[0, 1])) == source
+    tuned = task_dir / "experiments/lora/toy-rank4-tuned/training_params.json"
+    params = json.loads(tuned.read_text())
+    params["optimizer_kwargs"]["lr"] *= 2
+    tuned.write_text(json.dumps(params))
+    assert names(plan(task_dir, searched=True)) == [("lora/toy-rank4-tuned", 0)]
+    assert cli_main(["list", str(task_dir), "--searched"]) == 0
+    assert "lora/toy-rank4-tuned" in capsys.readouterr().out
+
+
 def test_a_task_search_leaves_out_experiments_whose_results_are_kept_apart(task_dir):
     # a reference_parity experiment files its runs in parity_results/: a measurement, not a catalogue entry
     source = task_dir / "experiments/lora/toy-rank4"

@@ -624,13 +624,33 @@ def repeats_source(exp: Experiment) -> bool:
     return exp.is_full_finetuning or load_peft_config(exp).to_dict() == load_peft_config(tuned).to_dict()
 
 
+def searched_stand_ins(task_dir: Path) -> tuple[list[Experiment], list[str]]:
+    """The task's catalogue at its searched settings: for each catalogue experiment
+    (`in_catalogue_search`) with a finished search, the experiment whose runs stand for it (its
+    `-tuned`, or itself where the search kept its settings: `repeats_source`), and the names of
+    those not searched yet. Every stand-in had the same search budget, and none counts twice."""
+    from peftbench.experiment import discover
+
+    stand_ins: list[Experiment] = []
+    not_searched: list[str] = []
+    for exp in discover(task_dir):
+        if not in_catalogue_search(exp):
+            continue
+        tuned = Experiment(path=exp.path.with_name(exp.name + TUNED_SUFFIX), task_dir=exp.task_dir)
+        if not (tuned.path / PROVENANCE_FILE).is_file():
+            not_searched.append(exp.experiment_name)
+        else:
+            stand_ins.append(exp if repeats_source(exp) else tuned)
+    return stand_ins, not_searched
+
+
 @dataclass(frozen=True)
 class SearchedSet:
-    """A task's catalogue at its searched settings: the experiments whose runs stand for them."""
+    """The searched stand-ins (`searched_stand_ins`) split by whether they have runs."""
 
-    chosen: list[str]  # `<name>-tuned`, or the source where the tuned one repeats it
+    chosen: list[str]  # stand-ins with runs
     not_searched: list[str]  # catalogue experiments without a finished search
-    no_runs: list[str]  # searched, but nothing has run at the searched settings yet
+    no_runs: list[str]  # stand-ins that have not run yet
 
     def notes(self) -> list[str]:
         """The lines that say what the ranking of the searched set leaves out."""
@@ -647,27 +667,14 @@ class SearchedSet:
 
 
 def searched_set(task_dir: Path, with_runs: set[str]) -> SearchedSet:
-    """For each catalogue experiment (`in_catalogue_search`) with a finished search, the experiment
-    whose runs (names in `with_runs`) stand for its searched settings. So every entry of the set had
-    the same search budget, and none is counted twice."""
-    from peftbench.experiment import discover
-
-    chosen: list[str] = []
-    not_searched: list[str] = []
-    no_runs: list[str] = []
-    for exp in discover(task_dir):
-        if not in_catalogue_search(exp):
-            continue
-        tuned_name = f"{exp.experiment_name}{TUNED_SUFFIX}"
-        if not (exp.path.with_name(exp.name + TUNED_SUFFIX) / PROVENANCE_FILE).is_file():
-            not_searched.append(exp.experiment_name)
-        elif tuned_name in with_runs:
-            chosen.append(tuned_name)
-        elif exp.experiment_name in with_runs and repeats_source(exp):
-            chosen.append(exp.experiment_name)
-        else:
-            no_runs.append(tuned_name)
-    return SearchedSet(chosen=chosen, not_searched=not_searched, no_runs=no_runs)
+    """`searched_stand_ins`, split by whether each has runs (its name in `with_runs`)."""
+    stand_ins, not_searched = searched_stand_ins(task_dir)
+    names = [e.experiment_name for e in stand_ins]
+    return SearchedSet(
+        chosen=[n for n in names if n in with_runs],
+        not_searched=not_searched,
+        no_runs=[n for n in names if n not in with_runs],
+    )
 
 
 def _set_nested(params: dict[str, Any], key: str, value: Any, *, defaults: dict[str, Any]) -> None:

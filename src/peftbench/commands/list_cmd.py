@@ -24,6 +24,12 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         help="one run per seed (seed 0 keeps the plain result name); default: each experiment's seed",
     )
     parser.add_argument(
+        "--searched",
+        action="store_true",
+        help="only the catalogue at its searched settings: each searched experiment's -tuned, or the "
+        "experiment itself where its search kept its settings (the runs `rank --searched` ranks)",
+    )
+    parser.add_argument(
         "--include-temporary",
         action="store_true",
         help="a successful full run in temporary_results/ (not --quick, no --set) also makes a run up to "
@@ -50,7 +56,7 @@ def listing(runs: list, states: dict) -> str:
 def main(args: argparse.Namespace) -> int:
     from peftbench.sweep.pending import parse_seeds, plan, run_state
 
-    runs = plan(args.task, filters=args.filter, seeds=parse_seeds(args.seeds))
+    runs = plan(args.task, filters=args.filter, seeds=parse_seeds(args.seeds), searched=args.searched)
     states = {run: run_state(run, include_temporary=args.include_temporary) for run in runs}
     print(listing(runs, states))
     return 0

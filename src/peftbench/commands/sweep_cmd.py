@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     from peftbench.sweep.driver import FAILED, log_tail, run_sweep, summary_table
     from peftbench.sweep.pending import parse_seeds, plan, run_state
 
-    runs = plan(args.task, filters=args.filter, seeds=parse_seeds(args.seeds))
+    runs = plan(args.task, filters=args.filter, seeds=parse_seeds(args.seeds), searched=args.searched)
     states = {run: run_state(run, include_temporary=args.include_temporary) for run in runs}
     if args.list:
         print(listing(runs, states))

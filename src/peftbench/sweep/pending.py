@@ -147,9 +147,24 @@ def select(experiments: list[Experiment], filters: str | None) -> list[Experimen
     return chosen
 
 
-def plan(task_dir: str | Path, *, filters: str | None = None, seeds: list[int] | None = None) -> list[Run]:
-    """Every run of the selected experiments; without seeds, each experiment's configured seed."""
-    experiments = select(discover(task_dir), filters)
+def plan(
+    task_dir: str | Path,
+    *,
+    filters: str | None = None,
+    seeds: list[int] | None = None,
+    searched: bool = False,
+) -> list[Run]:
+    """Every run of the selected experiments; without seeds, each experiment's configured seed.
+    `searched`: of the catalogue at its searched settings only (tuning.searched_stand_ins)."""
+    if searched:
+        from peftbench.tuning import searched_stand_ins
+
+        stand_ins = searched_stand_ins(Path(task_dir))[0]
+        if not stand_ins:
+            raise BadInput(f"--searched: {task_dir}: no experiment has a finished search (peftbench tune)")
+        experiments = select(stand_ins, filters)
+    else:
+        experiments = select(discover(task_dir), filters)
     if not experiments:
         raise BadInput(f"{task_dir}: no experiment folders under experiments/<method>/<name>")
     return [Run(experiment=exp, seed=seed) for exp in experiments for seed in seeds or [_seed(exp)]]
