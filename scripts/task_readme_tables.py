@@ -44,14 +44,14 @@ def rows(task_dir: Path) -> list[list[str]]:
     for exp in discover(task_dir):
         if not tuning.in_catalogue_search(exp):
             continue
-        tuned = exp.path.with_name(exp.name + tuning.TUNED_SUFFIX)
-        provenance_file = tuned / tuning.PROVENANCE_FILE
+        tuned = tuning.tuned_experiment(exp)
+        provenance_file = tuned.path / tuning.PROVENANCE_FILE
         lr = load_train_config(exp).optimizer_kwargs.get("lr")
         row = [exp.experiment_name, _mean(acc.get(exp.experiment_name)), f"{lr:.3g}"]
         if provenance_file.is_file():
             p = json.loads(provenance_file.read_text())
             tuned_lr = (p.get("best_params") or {}).get(tuning.LR_KEY)
-            tuned_acc = acc.get(f"{exp.method}/{tuned.name}")
+            tuned_acc = acc.get(tuned.experiment_name)
             row += [
                 "= default" if not tuned_acc and tuning.repeats_source(exp) else _mean(tuned_acc),
                 "-" if tuned_lr is None else f"{tuned_lr:.3g}",

@@ -584,7 +584,7 @@ def write_tuned_experiment(
     summary = summarise_study(study)
     if summary["best_params"] is None:
         return None
-    target = exp.path.with_name(exp.name + TUNED_SUFFIX)
+    target = tuned_experiment(exp).path
     if target.exists() and not (target / PROVENANCE_FILE).is_file():
         raise BadInput(f"{target}: exists and was not made by peftbench tune; rename it first")
     train_params, adapter_params = split_params(summary["best_params"])
@@ -612,11 +612,16 @@ def write_tuned_experiment(
     return target
 
 
+def tuned_experiment(exp: Experiment) -> Experiment:
+    """`<name>-tuned` beside `exp` (its folder may not exist yet)."""
+    return Experiment(path=exp.path.with_name(exp.name + TUNED_SUFFIX), task_dir=exp.task_dir)
+
+
 def repeats_source(exp: Experiment) -> bool:
     """Whether `<name>-tuned` has exactly its source's settings (the search kept the source's own
     values). Runs are deterministic per seed, so its runs would repeat the source's, number for
     number: the source's seeds stand for it, and sweeping it again only spends compute."""
-    tuned = Experiment(path=exp.path.with_name(exp.name + TUNED_SUFFIX), task_dir=exp.task_dir)
+    tuned = tuned_experiment(exp)
     if not (tuned.path / PROVENANCE_FILE).is_file():
         return False
     if load_train_config(exp).to_dict() != load_train_config(tuned).to_dict():
@@ -636,7 +641,7 @@ def searched_stand_ins(task_dir: Path) -> tuple[list[Experiment], list[str]]:
     for exp in discover(task_dir):
         if not in_catalogue_search(exp):
             continue
-        tuned = Experiment(path=exp.path.with_name(exp.name + TUNED_SUFFIX), task_dir=exp.task_dir)
+        tuned = tuned_experiment(exp)
         if not (tuned.path / PROVENANCE_FILE).is_file():
             not_searched.append(exp.experiment_name)
         else:
