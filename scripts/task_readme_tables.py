@@ -44,12 +44,11 @@ def rows(task_dir: Path) -> list[list[str]]:
     for exp in discover(task_dir):
         if not tuning.in_catalogue_search(exp):
             continue
-        tuned = tuning.tuned_experiment(exp)
-        provenance_file = tuned.path / tuning.PROVENANCE_FILE
+        tuned = tuning.search_outcome(exp)
         lr = load_train_config(exp).optimizer_kwargs.get("lr")
         row = [exp.experiment_name, _mean(acc.get(exp.experiment_name)), f"{lr:.3g}"]
-        if provenance_file.is_file():
-            p = json.loads(provenance_file.read_text())
+        if tuned is not None:
+            p = json.loads((tuned.path / tuning.PROVENANCE_FILE).read_text())
             tuned_lr = (p.get("best_params") or {}).get(tuning.LR_KEY)
             tuned_acc = acc.get(tuned.experiment_name)
             row += [

@@ -617,12 +617,18 @@ def tuned_experiment(exp: Experiment) -> Experiment:
     return Experiment(path=exp.path.with_name(exp.name + TUNED_SUFFIX), task_dir=exp.task_dir)
 
 
+def search_outcome(exp: Experiment) -> Experiment | None:
+    """`<name>-tuned` when a finished search of `exp` wrote it (it has tuning.json), else None."""
+    tuned = tuned_experiment(exp)
+    return tuned if (tuned.path / PROVENANCE_FILE).is_file() else None
+
+
 def repeats_source(exp: Experiment) -> bool:
     """Whether `<name>-tuned` has exactly its source's settings (the search kept the source's own
     values). Runs are deterministic per seed, so its runs would repeat the source's, number for
     number: the source's seeds stand for it, and sweeping it again only spends compute."""
-    tuned = tuned_experiment(exp)
-    if not (tuned.path / PROVENANCE_FILE).is_file():
+    tuned = search_outcome(exp)
+    if tuned is None:
         return False
     if load_train_config(exp).to_dict() != load_train_config(tuned).to_dict():
         return False
@@ -641,8 +647,8 @@ def searched_stand_ins(task_dir: Path) -> tuple[list[Experiment], list[str]]:
     for exp in discover(task_dir):
         if not in_catalogue_search(exp):
             continue
-        tuned = tuned_experiment(exp)
-        if not (tuned.path / PROVENANCE_FILE).is_file():
+        tuned = search_outcome(exp)
+        if tuned is None:
             not_searched.append(exp.experiment_name)
         else:
             stand_ins.append(exp if repeats_source(exp) else tuned)

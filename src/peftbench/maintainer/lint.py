@@ -482,11 +482,9 @@ def check_search_space(exp: Experiment) -> list[Finding]:
 def _tuned_pair(a: Experiment, b: Experiment) -> bool:
     """A search's outcome and its source differ only in the searched keys, by design (and are the
     same config when the source's own values won)."""
-    from peftbench.tuning import PROVENANCE_FILE, TUNED_SUFFIX
+    from peftbench.tuning import search_outcome
 
-    return any(
-        x.name == y.name + TUNED_SUFFIX and (x.path / PROVENANCE_FILE).is_file() for x, y in ((a, b), (b, a))
-    )
+    return any(search_outcome(y) == x for x, y in ((a, b), (b, a)))
 
 
 @dataclass
