@@ -4,6 +4,9 @@ with a known ranking, ties, seed stability, determinism and bad input."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -217,6 +220,9 @@ def test_app_ranking_section_in_a_browser(tmp_path):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
+    task = make_task(tmp_path)
+    # lora/r8's search kept its settings (its runs stand for it); ia3/small is not searched
+    add_searches(task, plain={"lora/r8": 0.01, "ia3/small": 0.01}, searched={"lora/r8-tuned": 0.01})
     port = _free_port()
     cmd = [
         sys.executable,
@@ -224,7 +230,7 @@ def test_app_ranking_section_in_a_browser(tmp_path):
         "peftbench",
         "app",
         "--results",
-        str(make_task(tmp_path)),
+        str(task),
         "--port",
         str(port),
     ]
@@ -243,6 +249,13 @@ def test_app_ranking_section_in_a_browser(tmp_path):
             text = page.locator("#ranking-table").inner_text()
             assert "full-finetuning/all" in text and "rank interval" in text
             assert "Ranking on test_accuracy" in page.locator("#ranking-notes").inner_text()
+            page.locator("#rank-searched input").check()
+            page.locator("#rank-button").click()
+            notes = page.locator("#ranking-notes")
+            notes.get_by_text("the catalogue at its searched settings: 1 experiment").wait_for(timeout=30_000)
+            assert "left out, not searched yet: 1 catalogue experiment" in notes.inner_text()
+            text = page.locator("#ranking-table").inner_text()
+            assert "lora/r8" in text and "full-finetuning/all" not in text
             browser.close()
     finally:
         proc.terminate()
@@ -252,47 +265,103 @@ def test_app_ranking_section_in_a_browser(tmp_path):
             proc.kill()
 
 
-def test_rank_searched_keeps_each_searched_experiment_once_at_its_searched_settings(ranked_dir, capsys):
-    """--searched: `-tuned` runs where they exist, the source's where the search kept its settings;
-    unsearched and not-yet-run experiments are left out and named."""
-    import shutil
-    from pathlib import Path
-
-    from test_compare import bits, write_result
-
+def add_searches(task_dir: Path, *, searched: dict[str, float | None], plain: dict[str, float]) -> None:
+    """Experiment folders in `task_dir` (LoRA configs of tinymath): `plain` maps a name to its lr;
+    `searched` maps the name of a finished search's -tuned to its lr (None: its source's folder
+    only)."""
     tinymath = Path(__file__).parents[1] / "benchmarks/tinymath"
-    shutil.copy(tinymath / "default_training_params.json", ranked_dir)
+    shutil.copy(tinymath / "default_training_params.json", task_dir)
     lora = tinymath / "experiments/lora/tiny-llama-rank6/adapter_config.json"
 
-    def experiment(name: str, *, lr: float | None = None, searched: bool = False) -> None:
-        folder = ranked_dir / "experiments" / name
+    def experiment(name: str, lr: float, *, tuning: bool = False) -> None:
+        folder = task_dir / "experiments" / name
         folder.mkdir(parents=True)
         shutil.copy(lora, folder)
-        if lr is not None:
-            (folder / "training_params.json").write_text(json.dumps({"optimizer_kwargs": {"lr": lr}}))
-        if searched:
+        (folder / "training_params.json").write_text(json.dumps({"optimizer_kwargs": {"lr": lr}}))
+        if tuning:
             (folder / "tuning.json").write_text("{}")
 
-    for name in ("lora/a", "lora/b", "lora/c", "lora/d"):
-        experiment(name, lr=0.01)
-    experiment("lora/a-tuned", lr=0.02, searched=True)  # moved: its own runs stand for it
-    experiment("lora/c-tuned", lr=0.01, searched=True)  # kept: the source's runs stand for it
-    experiment("lora/d-tuned", lr=0.03, searched=True)  # moved, not run yet
+    for name, lr in plain.items():
+        experiment(name, lr)
+    for name, lr in searched.items():
+        experiment(name, lr, tuning=True)
+
+
+@pytest.fixture
+def searched_dir(ranked_dir):
+    """ranked_dir with experiment folders: lora/a's search moved its lr (lora/a-tuned, 3 seeds, ~85%),
+    lora/c's kept it (lora/c's run stands for it), lora/d's moved it but has not run, lora/b is not
+    searched, ia3/c has no folder."""
+    from test_compare import bits, write_result
+
+    add_searches(
+        ranked_dir,
+        plain={name: 0.01 for name in ("lora/a", "lora/b", "lora/c", "lora/d")},
+        searched={"lora/a-tuned": 0.02, "lora/c-tuned": 0.01, "lora/d-tuned": 0.03},
+    )
     rng = np.random.default_rng(1)
     for seed in range(3):
         write_result(ranked_dir / "results", "lora/a-tuned", bits(rng, 0.85, 300), seed=seed)
     write_result(ranked_dir / "results", "lora/c", bits(rng, 0.6, 300))
     write_result(ranked_dir / "results", "lora/d", bits(rng, 0.6, 300))
+    return ranked_dir
 
-    code, out, err = rank_cli(capsys, ranked_dir, "--searched", "--bootstrap", "200")
+
+def test_rank_searched_keeps_each_searched_experiment_once_at_its_searched_settings(searched_dir, capsys):
+    """--searched: `-tuned` runs where they exist, the source's where the search kept its settings;
+    unsearched and not-yet-run experiments are left out and named."""
+    code, out, err = rank_cli(capsys, searched_dir, "--searched", "--bootstrap", "200")
     assert code == 0, err
     ranked = [line.split()[1] for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
     assert ranked == ["lora/a-tuned", "lora/c"]
     assert "left out, not searched yet: 1 catalogue experiment" in out  # lora/b (ia3/c has no folder)
     assert "left out, searched but not run yet: lora/d-tuned" in out
     # without --searched every experiment with runs is ranked
-    _, everything, _ = rank_cli(capsys, ranked_dir, "--bootstrap", "200")
+    _, everything, _ = rank_cli(capsys, searched_dir, "--bootstrap", "200")
     assert {"lora/a", "lora/b", "ia3/c", "lora/d"} <= set(everything.split())
+
+
+def test_report_and_app_rank_the_searched_set_beside_every_experiment(searched_dir):
+    """The report shows the ranking of the searched set first (as `rank --searched`), then every
+    experiment's; the app's ranking does so when "searched settings only" is ticked."""
+    from peftbench.analysis.aggregate import load_results
+    from peftbench.dashboard.app import NO_TASK_FOLDER, build_view, ranked
+    from peftbench.dashboard.report import build_report
+
+    loaded = load_results([searched_dir])
+    page = build_report(loaded)
+    searched = page[page.index("<h3>Ranking at searched settings</h3>") : page.index("<h3>Ranking of every")]
+    assert re.findall(r"<td>([a-z0-9]+/[a-z-]+)</td>", searched) == ["lora/a-tuned", "lora/c"]
+    assert "left out, searched but not run yet: lora/d-tuned" in searched
+    everything = page[page.index("<h3>Ranking of every") :]
+    assert set(re.findall(r"<td>([a-z0-9]+/[a-z-]+)</td>", everything)) == {
+        "lora/a", "lora/b", "ia3/c", "lora/a-tuned", "lora/c", "lora/d"
+    }  # fmt: skip
+
+    def view_of(task, model, filter_text, x, y):
+        return build_view(loaded, task=task, model=model, filter_text=filter_text, x=x, y=y)
+
+    table, notes = ranked(view_of, "tinymath", None, "", None, "test_accuracy", True)
+    assert table["experiment"].tolist() == ["lora/a-tuned", "lora/c"]
+    assert notes.startswith("- the catalogue at its searched settings: 2 experiments")
+    assert "**Ranking on test_accuracy**" in notes
+    table, _ = ranked(view_of, "tinymath", None, "experiment_name == 'lora/b'", None, "test_accuracy", True)
+    assert table.empty
+    table, _ = ranked(view_of, "tinymath", None, "", None, "test_accuracy", False)
+    assert len(table) == 6
+    # a results folder alone does not say what was searched: the app says what it needs
+    loaded = load_results([searched_dir / "results"])
+    shutil.rmtree(searched_dir / "experiments")
+    assert ranked(view_of, "tinymath", None, "", None, "test_accuracy", True)[1] == NO_TASK_FOLDER
+
+
+def test_report_without_searches_has_one_ranking(ranked_dir):
+    from peftbench.analysis.aggregate import load_results
+    from peftbench.dashboard.report import build_report
+
+    (ranked_dir / "experiments").mkdir()
+    page = build_report(load_results([ranked_dir]))
+    assert "<h3>Ranking</h3>" in page and "searched settings" not in page
 
 
 @pytest.mark.parametrize(

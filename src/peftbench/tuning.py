@@ -665,8 +665,9 @@ class SearchedSet:
 
     def notes(self) -> list[str]:
         """The lines that say what the ranking of the searched set leaves out."""
+        n = len(self.chosen)
         lines = [
-            f"the catalogue at its searched settings: {len(self.chosen)} experiments (each one's "
+            f"the catalogue at its searched settings: {n} experiment{'s' * (n != 1)} (each one's "
             "`-tuned`, or its own name where the search kept its settings)"
         ]
         if self.not_searched:
@@ -686,6 +687,19 @@ def searched_set(task_dir: Path, with_runs: set[str]) -> SearchedSet:
         not_searched=not_searched,
         no_runs=[n for n in names if n not in with_runs],
     )
+
+
+def searched_runs(runs: Any, task_dirs: list[Path]) -> tuple[Any, list[str]]:
+    """The rows of a runs table (pandas, `experiment_name` column) that belong to the searched set of
+    the task folders (`searched_set`), and the lines that say what that set leaves out."""
+    with_runs = set(runs["experiment_name"])
+    chosen: list[str] = []
+    notes: list[str] = []
+    for task_dir in task_dirs:
+        found = searched_set(task_dir, with_runs)
+        chosen += found.chosen
+        notes += found.notes()
+    return runs[runs["experiment_name"].isin(chosen)], notes
 
 
 def _set_nested(params: dict[str, Any], key: str, value: Any, *, defaults: dict[str, Any]) -> None:

@@ -75,24 +75,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _searched_runs(runs, paths: list[str]):
-    """The runs of the searched set (tuning.searched_set) of each task folder, and its notes."""
+    """The runs of the searched set of the task folders (tuning.searched_runs), and its notes."""
     from pathlib import Path
 
-    from peftbench.analysis.ranking import EXPERIMENT
     from peftbench.errors import BadInput
-    from peftbench.tuning import searched_set
+    from peftbench.tuning import searched_runs
 
-    chosen: list[str] = []
-    notes: list[str] = []
     for raw in paths:
         if not (Path(raw) / "experiments").is_dir():
             raise BadInput(f"--searched: {raw} is not a task folder (benchmarks/<task> with experiments/)")
-        found = searched_set(Path(raw), set(runs[EXPERIMENT]))
-        chosen += found.chosen
-        notes += found.notes()
-    if not chosen:
+    chosen, notes = searched_runs(runs, [Path(raw) for raw in paths])
+    if chosen.empty:
         raise BadInput(f"--searched: no searched experiment has runs in {', '.join(paths)}")
-    return runs[runs[EXPERIMENT].isin(chosen)], notes
+    return chosen, notes
 
 
 def _metric(task: str, name: str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -385,7 +386,13 @@ RANKING_HELP = (
     "## Ranking\nThe experiments of the filtered runs ranked on the y metric: mean over seeds with its 95% "
     "interval, rank (1 = best) and 95% rank interval (bootstrap over test items and seeds; one-seed "
     "experiments get the task's pooled seed variance), the group not significantly different from the best "
-    '(Holm), and the Kendall tau between seeds. See docs/statistics.md, "Rankings".'
+    '(Holm), and the Kendall tau between seeds. See docs/statistics.md, "Rankings". "Searched settings '
+    'only" keeps the catalogue at the settings its equal-budget search chose (`peftbench rank --searched`): '
+    "the fair comparison, every method with the same tuning budget (docs/tuning.md)."
+)
+NO_TASK_FOLDER = (
+    "**Searched settings only** needs the task folder of these results (benchmarks/<task>, with "
+    "experiments/): start the app on task folders, not results folders."
 )
 
 
@@ -394,18 +401,30 @@ def ranking_section(view_of: Callable[..., View], view_inputs: list) -> None:
     import gradio as gr
 
     gr.Markdown(RANKING_HELP)
-    button = gr.Button("Rank experiments on the y metric", scale=0, elem_id="rank-button")
+    with gr.Row():
+        button = gr.Button("Rank experiments on the y metric", scale=0, elem_id="rank-button")
+        searched = gr.Checkbox(label="Searched settings only", value=False, elem_id="rank-searched")
     table = gr.Dataframe(
         label="Ranking", interactive=False, wrap=False, max_height=500, elem_id="ranking-table"
     )
     notes = gr.Markdown(elem_id="ranking-notes")
+    button.click(partial(ranked, view_of), [*view_inputs, searched], [table, notes])
 
-    def on_rank(task, model, filter_text, x, y):
-        from peftbench.analysis.ranking import ranking_tables
 
-        return ranking_tables(view_of(task, model, filter_text, x, y).runs, y)
+def ranked(view_of: Callable[..., View], task, model, filter_text, x, y, searched: bool):
+    """The ranking table and its notes (Markdown) of the filtered runs, or of their searched set."""
+    from peftbench.analysis.ranking import ranking_tables
+    from peftbench.dashboard.report import searched_selection
 
-    button.click(on_rank, view_inputs, [table, notes])
+    runs = view_of(task, model, filter_text, x, y).runs
+    if not searched:
+        return ranking_tables(runs, y)
+    found = searched_selection(runs)
+    if found is None:
+        return pd.DataFrame(), NO_TASK_FOLDER
+    chosen, lines = found
+    table, notes = ranking_tables(chosen, y)
+    return table, "".join(f"- {line}\n" for line in lines) + "\n" + notes
 
 
 def _curves(loaded: Loaded, task: str | None, experiments: list[str]):

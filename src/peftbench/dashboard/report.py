@@ -16,6 +16,7 @@ from plotly.offline import get_plotlyjs
 
 from peftbench.analysis.aggregate import Loaded, available_metrics, select, task_metrics, tasks_in
 from peftbench.analysis.flips import flips_summary, item_flips
+from peftbench.analysis.overhead import task_dirs_of
 from peftbench.analysis.ranking import ranking_views
 from peftbench.analysis.views import (
     TIED_COLUMN,
@@ -30,8 +31,9 @@ from peftbench.analysis.views import (
 from peftbench.dashboard.overhead_view import inference_section
 from peftbench.dashboard.plots import curves_figure, pareto_figure
 from peftbench.errors import BadInput, did_you_mean
-from peftbench.files import atomic_write_text
+from peftbench.files import DEFAULT_PARAMS, atomic_write_text
 from peftbench.results import load_completions
+from peftbench.tuning import searched_runs
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("peftbench.dashboard", "templates"),
@@ -67,6 +69,8 @@ def task_section(loaded: Loaded, task: str) -> dict[str, Any]:
     axes = default_axes(usable, runs)
     view = panel(runs, usable, axes=axes)
     curves = loaded.curves[loaded.curves["task"] == task] if not loaded.curves.empty else loaded.curves
+    # ranked on the plot's y; without a plot (no second metric), on the first higher-is-better metric
+    ranked_on = axes[1] if axes else next((m for m in usable if m.higher_is_better), None)
     section = {
         "task": task,
         "n_runs": len(runs),
@@ -78,7 +82,8 @@ def task_section(loaded: Loaded, task: str) -> dict[str, Any]:
         "table_html": _table_html(view.table),
         "pareto_html": "",
         "curves_html": "",
-        "ranking": ranking_section(runs, axes[1] if axes else None),
+        "ranking": ranking_section(runs, ranked_on),
+        "searched_ranking": searched_ranking_section(runs, ranked_on),
         "inference_html": inference_section(loaded, task),
     }
     if axes is not None:
@@ -101,6 +106,26 @@ def ranking_section(runs: pd.DataFrame, metric: Any) -> list[dict[str, Any]]:
         }
         for title, table, notes in ranking_views(runs, metric)
     ]
+
+
+def searched_selection(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]] | None:
+    """The runs of the catalogue at its searched settings (tuning.searched_runs) in the task folders the
+    runs came from, and the lines that say what it leaves out; None when no task folder (one with
+    experiments/ and its default_training_params.json) holds them."""
+    task_dirs = [
+        d for d in task_dirs_of(runs) if (d / "experiments").is_dir() and (d / DEFAULT_PARAMS).is_file()
+    ]
+    return searched_runs(runs, task_dirs) if task_dirs else None
+
+
+def searched_ranking_section(runs: pd.DataFrame, metric: Any) -> dict[str, Any] | None:
+    """The ranking of the catalogue at its searched settings (as `peftbench rank --searched`), or None
+    where no searched experiment of the task has runs."""
+    found = searched_selection(runs)
+    if found is None or found[0].empty:
+        return None
+    chosen, lines = found
+    return {"notes": lines, "ranking": ranking_section(chosen, metric)}
 
 
 def find_run(table: pd.DataFrame, spec: str) -> pd.Series:
