@@ -48,10 +48,9 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Regenerate the experiment catalogues: MetaMathQA at the reference's scale; tinymath sized to its
-# base model, with full fine-tuning's lr as measured in benchmarks/tinymath/README.md, plus the
-# learning rates chosen on validation for methods near 0% (tuned_lrs.json; LR_TRIES.md notes)
+# base model, with full fine-tuning's lr as measured in benchmarks/tinymath/README.md (the rates
+# chosen on validation are `peftbench tune`'s -tuned copies, which the catalogue leaves alone)
 catalogue: install
 	$(BIN)/peftbench catalogue benchmarks/MetaMathQA
 	$(BIN)/peftbench catalogue benchmarks/tinymath \
-		--model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3 \
-		--tuned-lrs benchmarks/tinymath/tuned_lrs.json
+		--model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3

@@ -30,8 +30,6 @@ TINYMATH_ARGS = [
     str(TINYMATH / "base_model" / "config.json"),
     "--full-finetuning-lr",
     "2e-3",
-    "--tuned-lrs",
-    str(TINYMATH / "tuned_lrs.json"),
 ]
 
 # hidden 64, 2 layers: small enough for every method in a few hundred milliseconds
@@ -144,10 +142,6 @@ def test_a_scaled_catalogue_names_its_experiments_by_the_scaled_lr(tmp_path):
     task.mkdir()
     (task / cat.DEFAULT_PARAMS).write_text(json.dumps({"max_steps": 50, "optimizer_kwargs": {"lr": 1e-2}}))
     (tmp_path / "config.json").write_text(TINY.to_json_string())
-    (tmp_path / "list.json").write_text("[1e-3]")
-    (tmp_path / "typo.json").write_text(json.dumps({"lora/llama-3.2-3B-rank23": 1e-3}))
-    (tmp_path / "negative.json").write_text(json.dumps({"lora/llama-3.2-3B-rank32": -1e-3}))
-    (tmp_path / "text.json").write_text(json.dumps({"lora/llama-3.2-3B-rank32": "1e-3"}))
     argv = [str(task), "--model-config", str(tmp_path / "config.json"), "--full-finetuning-lr", "2e-3"]
     assert run_catalogue(argv, print_fn=lambda *a: None) == 0
     ia3 = task / "experiments" / "ia3" / "tiny-llama-lr_0.05"
@@ -271,38 +265,6 @@ def test_model_config_sizes_the_catalogue(tmp_path):
     assert (adalora["total_step"], adalora["tinit"], adalora["tfinal"]) == (50, 2, 5)
 
 
-def test_tuned_lrs_add_an_experiment_that_changes_only_the_lr(tmp_path):
-    task = tmp_path / "MetaMathQA"
-    task.mkdir()
-    (task / cat.DEFAULT_PARAMS).write_text(
-        json.dumps({"max_steps": 50, "optimizer_kwargs": {"lr": 1e-4, "weight_decay": 0.1}})
-    )
-    tuned = tmp_path / "tuned.json"
-    tuned.write_text(
-        json.dumps({"lora/llama-3.2-3B-rank32": 3e-4, "lora/llama-3.2-3B-rank32-loraplus": 5e-5})
-    )
-    assert run_catalogue([str(task), "--tuned-lrs", str(tuned)], print_fn=lambda *a: None) == 0
-    experiments = task / "experiments" / "lora"
-
-    def read(name, file):
-        path = experiments / name / file
-        return json.loads(path.read_text()) if path.exists() else None
-
-    # the catalogue's own experiments stay as they were, the tuned copies differ in the lr only
-    assert read("llama-3.2-3B-rank32", cat.TRAINING_PARAMS) is None
-    assert read("llama-3.2-3B-rank32-tuned-lr_0.0003", cat.TRAINING_PARAMS) == {
-        "optimizer_kwargs": {"lr": 3e-4, "weight_decay": 0.1}  # the task default's weight decay stays
-    }
-    assert read("llama-3.2-3B-rank32-tuned-lr_0.0003", cat.ADAPTER_CONFIG) == read(
-        "llama-3.2-3B-rank32", cat.ADAPTER_CONFIG
-    )
-    plus = read("llama-3.2-3B-rank32-loraplus", cat.TRAINING_PARAMS)
-    plus_tuned = read("llama-3.2-3B-rank32-loraplus-tuned-lr_5e-05", cat.TRAINING_PARAMS)
-    assert plus["optimizer_kwargs"]["lr"] == 1e-4
-    assert plus_tuned == {**plus, "optimizer_kwargs": {**plus["optimizer_kwargs"], "lr": 5e-5}}
-    assert run_catalogue([str(task), "--tuned-lrs", str(tuned), "--check"], print_fn=lambda *a: None) == 0
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -313,20 +275,6 @@ def test_tuned_lrs_add_an_experiment_that_changes_only_the_lr(tmp_path):
         ),
         (["{task}", "--model-config", "{tmp}/missing.json"], "cannot read a model config"),
         (["{task}", "--model-config", "{config}", "--full-finetuning-lr", "-1"], "must be positive"),
-        (["{task}", "--tuned-lrs", "{tmp}/missing.json"], "--tuned-lrs: {tmp}/missing.json: file not found"),
-        (
-            ["{task}", "--tuned-lrs", "{tmp}/list.json"],
-            "--tuned-lrs: {tmp}/list.json: must hold a JSON object",
-        ),
-        (
-            ["{task}", "--tuned-lrs", "{tmp}/typo.json"],
-            'unknown experiment "lora/llama-3.2-3B-rank23" (did you mean "lora/llama-3.2-3B-rank32"?)',
-        ),
-        (
-            ["{task}", "--tuned-lrs", "{tmp}/negative.json"],
-            '"lora/llama-3.2-3B-rank32": the lr must be a positive',
-        ),
-        (["{task}", "--tuned-lrs", "{tmp}/text.json"], 'the lr must be a positive number, got "1e-3"'),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -334,10 +282,6 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     task.mkdir()
     (task / cat.DEFAULT_PARAMS).write_text(json.dumps({"max_steps": 50}))
     (tmp_path / "config.json").write_text(TINY.to_json_string())
-    (tmp_path / "list.json").write_text("[1e-3]")
-    (tmp_path / "typo.json").write_text(json.dumps({"lora/llama-3.2-3B-rank23": 1e-3}))
-    (tmp_path / "negative.json").write_text(json.dumps({"lora/llama-3.2-3B-rank32": -1e-3}))
-    (tmp_path / "text.json").write_text(json.dumps({"lora/llama-3.2-3B-rank32": "1e-3"}))
     argv = [
         a.replace("{tmp}", str(tmp_path))
         .replace("{task}", str(task))

@@ -24,9 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="with --model-config: full fine-tuning's lr (default: the reference's scaled like the others)",
     )
-    parser.add_argument(
-        "--tuned-lrs", help='JSON file {"<method>/<name>": lr}: add each experiment again at this lr'
-    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file differs")
 
 

@@ -14,13 +14,12 @@ alpha 64, the learning rates that worked there) and are scaled to the base model
 embedded tinymath model is a 4-layer, hidden-192 Llama). With `--model-config`, learning rates
 keep their ratio to the task's default lr (see `Scale.lr`), and full fine-tuning takes
 `--full-finetuning-lr` (measured per task: it does not follow the adapters' ratio). A method that
-needs something the runner does not provide is listed in `EXCLUDED` with the reason. `--tuned-lrs`
-adds, beside the rule's experiment, a copy at a learning rate chosen on the validation split
-(`tuned_entries`).
+needs something the runner does not provide is listed in `EXCLUDED` with the reason. Learning rates
+chosen on the validation split come from `peftbench tune` (an experiment's `-tuned` copy), not from
+the catalogue.
 
     peftbench catalogue benchmarks/tinymath \
-        --model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3 \
-        --tuned-lrs benchmarks/tinymath/tuned_lrs.json
+        --model-config benchmarks/tinymath/base_model/config.json --full-finetuning-lr 2e-3
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.config import read_json_object
 from peftbench.errors import BadInput, did_you_mean
 from peftbench.files import ADAPTER_CONFIG, DEFAULT_PARAMS, EXPERIMENTS, TRAINING_PARAMS, atomic_write_text
 
@@ -328,18 +326,10 @@ def _osf_pattern(s: Scale) -> dict[str, int]:
     return {name: max(1, dim - trainable) for name, dim in dims.items()}
 
 
-def catalogue(
-    scale: Scale,
-    *,
-    max_steps: int = 5000,
-    tuned_lrs: dict[str, Any] | None = None,
-    default_optimizer_kwargs: dict[str, Any] | None = None,
-) -> list[Entry]:
+def catalogue(scale: Scale, *, max_steps: int = 5000) -> list[Entry]:
     """Every experiment of the catalogue for a base model of this scale, sorted by id.
 
-    `max_steps` is the task's training length, which schedules such as AdaLoRA's depend on;
-    `tuned_lrs` adds copies at chosen learning rates (`tuned_entries`), whose optimizer_kwargs start
-    from `default_optimizer_kwargs` (the task's) where the experiment has none of its own.
+    `max_steps` is the task's training length, which schedules such as AdaLoRA's depend on.
     """
     entries = [
         Entry(
@@ -353,37 +343,7 @@ def catalogue(
         *_prompt_methods(scale),
         *_additive_methods(scale, max_steps=max_steps),
     ]
-    if tuned_lrs:
-        entries += tuned_entries(
-            entries, scale, tuned_lrs, default_optimizer_kwargs=default_optimizer_kwargs or {}
-        )
     return sorted(entries, key=lambda e: (e.method, e.variant))
-
-
-TUNED_SUFFIX = "-tuned-lr_"
-
-
-def tuned_entries(
-    entries: list[Entry], scale: Scale, tuned_lrs: dict[str, Any], *, default_optimizer_kwargs: dict[str, Any]
-) -> list[Entry]:
-    """One more experiment per `tuned_lrs` item ({"<method>/<name>": lr}): the catalogue's experiment
-    with only the lr changed, named `<name>-tuned-lr_<lr>`. The catalogue's own stays as the rule made
-    it, so that both results show; the lr was chosen on the validation split (see the LR_TRIES.md note
-    next to the catalogue's experiment)."""
-    by_name = {f"{e.method}/{e.name(scale)}": e for e in entries}
-    out = []
-    for name, lr in tuned_lrs.items():
-        if name not in by_name:
-            raise BadInput(f'tuned lrs: unknown experiment "{name}"{did_you_mean(name, by_name)}')
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise BadInput(f'tuned lrs: "{name}": the lr must be a positive number, got {json.dumps(lr)}')
-        base = by_name[name]
-        kwargs = {**base.training_params.get("optimizer_kwargs", default_optimizer_kwargs), "lr": float(lr)}
-        params = {**base.training_params, "optimizer_kwargs": kwargs}
-        out.append(
-            dataclasses.replace(base, variant=f"{base.variant}{TUNED_SUFFIX}{lr:g}", training_params=params)
-        )
-    return out
 
 
 def config_json(entry: Entry) -> str | None:
@@ -487,16 +447,7 @@ def regenerate(args: argparse.Namespace) -> tuple[int, list[Path], Path]:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadInput(f"{defaults_path}: needs an integer max_steps and a numeric lr ({exc})") from None
     scale = _scale_for(args, task_dir, default_lr=default_lr)
-    try:
-        tuned = read_json_object(Path(args.tuned_lrs)) if args.tuned_lrs else None
-    except BadInput as exc:
-        raise BadInput(f"--tuned-lrs: {exc}") from None
-    entries = catalogue(
-        scale,
-        max_steps=max_steps,
-        tuned_lrs=tuned,
-        default_optimizer_kwargs=defaults.get("optimizer_kwargs", {}),
-    )
+    entries = catalogue(scale, max_steps=max_steps)
     experiments_dir = task_dir / EXPERIMENTS
     changed = write_catalogue(entries, scale, experiments_dir=experiments_dir, check=args.check)
     return len(entries), changed, experiments_dir
