@@ -6,7 +6,8 @@ searched catalogue and of every experiment).
 
 The tuning table has one row per experiment that is not itself a tuned one: its test accuracy at its
 own settings (mean over the seeds that ran, with their count), the tuned experiment's (same), the
-learning rates, and what the search spent (finished trials, pruned ones, steps trained). A tuned
+learning rates, what the search spent (finished trials, pruned ones, steps trained), and whether the
+best value lies at an edge of the range searched (`tuning.at_edges`: the optimum may lie outside). A tuned
 experiment with its source's own settings and no runs of its own says '= default': its runs would
 repeat the source's (`tuning.repeats_source`).
 Experiments not searched yet say so. Only full runs in results/ count (never quick or --set runs).
@@ -57,9 +58,10 @@ def rows(task_dir: Path) -> list[list[str]]:
                 f"{p['trials']} ({p['pruned']} pruned)",
                 str(p["steps_spent"]),
                 f"{p['best_value']:.2f}" if p.get("best_value") is not None else "-",
+                ", ".join(tuning.at_edges(p["space"], p.get("best_params"))).replace(tuning.LR_KEY, "lr"),
             ]
         else:
-            row += ["not searched yet", "", "", "", ""]
+            row += ["not searched yet", "", "", "", "", ""]
         out.append(row)
     return out
 
@@ -80,6 +82,7 @@ def markdown(task_dir: Path) -> str:
         "trials",
         "steps spent",
         "best valid acc",
+        "best at an edge",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(task_dir)]

@@ -46,3 +46,17 @@ def test_only_peftbench_commands_may_generate(tmp_path):
     doc.write_text("<!-- generated: rm -rf / -->\n<!-- end generated -->\n")
     with pytest.raises(ValueError, match="only peftbench commands"):
         readme_blocks.main([str(doc)])
+
+
+def test_tinymath_tuning_table_is_up_to_date():
+    """The tuning table of benchmarks/tinymath/README.md is what scripts/task_readme_tables.py makes
+    from the committed results and studies (the two rankings beside it are bootstraps: the script
+    regenerates them, this test does not)."""
+    spec = importlib.util.spec_from_file_location("tables", REPO / "scripts" / "task_readme_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    task_dir = REPO / "benchmarks" / "tinymath"
+    text = (task_dir / "README.md").read_text()
+    assert tables.replace_section(text, "tuning-table", tables.markdown(task_dir), where=task_dir) == text, (
+        "run: python scripts/task_readme_tables.py benchmarks/tinymath --write"
+    )

@@ -51,6 +51,37 @@ def test_search_writes_trials_study_and_tuned_experiment(task_dir, capsys):
     assert "toy-rank4-tuned" in out
     # the line says when the search kept the source's own settings (its runs then stand for the tuned one)
     assert ("the source's own settings" in out) == (best["params"] == records[0]["params"])
+    # and when the best value lies at an edge of its range
+    edges = tuning.at_edges(provenance["space"], provenance["best_params"])
+    assert ("at an edge of the range searched" in out) == bool(edges)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1e-2, []),  # the centre of 1e-3..1e-1 on the log scale
+        (1.2e-3, ["optimizer_kwargs.lr at the bottom"]),  # 0.04 of the log range from the bottom
+        (1.7e-3, []),  # 0.115: inside
+        (0.09, ["optimizer_kwargs.lr at the top"]),
+        (None, []),  # no trial completed
+    ],
+)
+def test_at_edges_on_a_log_range(value, expected):
+    space = [{"key": "optimizer_kwargs.lr", "low": 1e-3, "high": 1e-1, "log": True, "type": "float"}]
+    best = None if value is None else {"optimizer_kwargs.lr": value}
+    assert tuning.at_edges(space, best) == expected
+
+
+def test_at_edges_on_linear_and_categorical_keys():
+    space = [
+        {"key": "adapter.lora_dropout", "low": 0.0, "high": 0.5, "log": False, "type": "float"},
+        {"key": "adapter.r", "low": 2, "high": 12, "log": False, "type": "int"},
+        {"key": "adapter.init_lora_weights", "choices": [True, False]},
+    ]
+    best = {"adapter.lora_dropout": 0.04, "adapter.r": 7, "adapter.init_lora_weights": False}
+    assert tuning.at_edges(space, best) == ["adapter.lora_dropout at the bottom"]
+    best = {"adapter.lora_dropout": 0.3, "adapter.r": 12, "adapter.init_lora_weights": True}
+    assert tuning.at_edges(space, best) == ["adapter.r at the top"]
 
 
 def test_test_split_is_never_evaluated(task_dir, monkeypatch):

@@ -78,6 +78,28 @@ class Param:
         return {"key": self.key, "low": self.low, "high": self.high, "log": self.log, "type": self.type}
 
 
+# A best value within this fraction of its range (on the log scale where the range is log) of a bound
+# is at an edge: the optimum may lie outside the range searched.
+EDGE_FRACTION = 0.1
+
+
+def at_edges(space: list[dict[str, Any]], best_params: dict[str, Any] | None) -> list[str]:
+    """The searched keys whose best value lies at an edge of its range, as "<key> at the top" or
+    "<key> at the bottom" (`space`: `Param.to_dict()`s, as tuning.json stores them)."""
+    found = []
+    for spec in space:
+        value = (best_params or {}).get(spec["key"])
+        if "low" not in spec or not isinstance(value, (int, float)) or not spec["high"] > spec["low"]:
+            continue
+        scale = math.log if spec.get("log") else float
+        where = (scale(value) - scale(spec["low"])) / (scale(spec["high"]) - scale(spec["low"]))
+        if where >= 1 - EDGE_FRACTION:
+            found.append(f"{spec['key']} at the top")
+        elif where <= EDGE_FRACTION:
+            found.append(f"{spec['key']} at the bottom")
+    return found
+
+
 @dataclass(frozen=True)
 class Budget:
     """What every experiment gets alike: trials, and the training steps of each (the task's)."""
@@ -514,12 +536,14 @@ def tune_experiment(
             ctx = ctx or trial_context(exp, space=space, budget=budget)
             failures = _one_trial(study, ctx, failures)
         tuned = write_tuned_experiment(exp, study=study, space=space, budget=budget, storage=storage)
+    summary = summarise_study(study)
     return {
-        **summarise_study(study),
+        **summary,
         "experiment": exp.experiment_name,
         "recovered": recovered,
         "tuned": tuned.relative_to(exp.task_dir).as_posix() if tuned else None,
         "repeats_source": bool(tuned) and repeats_source(exp),
+        "at_edges": at_edges([p.to_dict() for p in space], summary["best_params"]),
         "wall_time": time.perf_counter() - tic,
     }
 

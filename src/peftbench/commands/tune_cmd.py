@@ -73,10 +73,13 @@ def _line(name: str, summary: dict[str, Any]) -> str:
     best = "none complete" if summary["best_value"] is None else f"best valid {summary['best_value']:.3f}"
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in (summary["best_params"] or {}).items())
     same = f" (the source's own settings: {name}'s runs stand for it)"
+    edges = ", ".join(summary.get("at_edges") or [])
+    edge = f"; at an edge of the range searched: {edges} (the best may lie outside)"
     return (
         f"tune: {name}: {summary['trials']} trials ({summary['pruned']} pruned), "
         f"{summary['steps_spent']} steps, {best} ({params}) -> {summary['tuned']}"
-        f"{same if summary.get('repeats_source') else ''} [{summary['wall_time']:.0f} s]"
+        f"{same if summary.get('repeats_source') else ''}{edge if edges else ''}"
+        f" [{summary['wall_time']:.0f} s]"
     )
 
 
