@@ -218,8 +218,8 @@ def trial_record_path(exp: Experiment, number: int) -> Path:
 
 
 def is_tuned_name(name: str) -> bool:
-    """Experiments made by a search (or by hand-tuning, `-tuned-lr_X`) are not searched again."""
-    return name.endswith(TUNED_SUFFIX) or f"{TUNED_SUFFIX}-" in name
+    """Experiments made by a search are not searched again."""
+    return name.endswith(TUNED_SUFFIX)
 
 
 def in_catalogue_search(exp: Experiment) -> bool:
