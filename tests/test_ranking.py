@@ -347,6 +347,8 @@ def test_report_and_app_rank_the_searched_set_beside_every_experiment(searched_d
     assert "**Ranking on test_accuracy**" in notes
     table, _ = ranked(view_of, "tinymath", None, "experiment_name == 'lora/b'", None, "test_accuracy", True)
     assert table.empty
+    table, notes = ranked(view_of, "tinymath", None, "seed == 7", None, "test_accuracy", True)
+    assert table.empty and "Nothing to rank" in notes and notes != NO_TASK_FOLDER
     table, _ = ranked(view_of, "tinymath", None, "", None, "test_accuracy", False)
     assert len(table) == 6
     # a results folder alone does not say what was searched: the app says what it needs

@@ -417,7 +417,7 @@ def ranked(view_of: Callable[..., View], task, model, filter_text, x, y, searche
     from peftbench.dashboard.report import searched_selection
 
     runs = view_of(task, model, filter_text, x, y).runs
-    if not searched:
+    if not searched or runs.empty:  # nothing filtered: ranking_tables says there is nothing to rank
         return ranking_tables(runs, y)
     found = searched_selection(runs)
     if found is None:
